@@ -1,0 +1,136 @@
+"""Library API: one signal in, a feature vector or tag scores out."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import audio
+from .features import concat_layers
+from .frontend import SAMPLE_RATE
+from .models import WINDOW_SAMPLES, CompactConvnet, load_model
+
+
+@lru_cache(maxsize=8)
+def _cached_model(name: str, weights: str | None, bn_mode: str | None, seed: int) -> CompactConvnet:
+    return load_model(name, weights=weights, bn_mode=bn_mode, seed=seed)
+
+
+def get_model(model: str | CompactConvnet = "choi2017", weights: str | Path | None = None,
+              bn_mode: str | None = None, seed: int = 0) -> CompactConvnet:
+    """A ready model: ``model`` itself if it is one, else :func:`load_model` (cached)."""
+    if isinstance(model, CompactConvnet):
+        if bn_mode is not None and bn_mode != model.bn_mode:
+            raise ValueError(f"the given model runs in bn_mode {model.bn_mode!r}; set model.bn_mode "
+                             "instead of passing bn_mode")
+        return model
+    return _cached_model(model, None if weights is None else str(weights), bn_mode, int(seed))
+
+
+def prepare(y: np.ndarray, sr: int, short: str = "repeat") -> np.ndarray:
+    """Any signal → the model's input window: mono, 12 kHz, first 29 s
+    (348,000 samples), shorter audio repeated (or zero-padded) to fill it."""
+    y = np.asarray(y)
+    if y.size == 0:
+        raise ValueError("empty signal")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("signal contains NaN or infinite samples")
+    mono = audio.to_mono(y)
+    # Resample only what the window needs, plus one second so the resampling
+    # filter sees the same context as when the whole file is resampled.
+    keep = int(np.ceil(WINDOW_SAMPLES * sr / SAMPLE_RATE)) + int(sr)
+    mono = audio.resample(mono[:keep], int(sr), SAMPLE_RATE)
+    return audio.fit_window(mono, WINDOW_SAMPLES, short)
+
+
+def calibration_indices(n_items: int, max_clips: int = 256, seed: int = 0) -> np.ndarray:
+    """Seeded random sample (sorted indices) of up to ``max_clips`` of ``n_items`` items."""
+    if n_items <= 0:
+        raise ValueError("calibration needs at least one clip")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_items, size=min(n_items, max_clips), replace=False))
+
+
+def calibrated_model(signals, model: str = "choi2017", weights: str | Path | None = None,
+                     max_clips: int = 256, seed: int = 0, short: str = "repeat",
+                     batch_size: int = 8) -> CompactConvnet:
+    """A fresh model in ``bn_mode="calibrated"``, its BN statistics estimated on a
+    seeded sample of up to ``max_clips`` of ``signals`` (a sequence of ``(y, sr)``).
+
+    The statistics and the sample are recorded in ``model.provenance["calibration"]``
+    so the same features can be recomputed later (``model.set_bn_statistics``).
+    """
+    signals = list(signals)
+    idx = calibration_indices(len(signals), max_clips, seed)
+    net = load_model(model, weights=weights, bn_mode="instance", seed=seed)
+    windows = np.stack([prepare(*signals[i], short=short) for i in idx])
+    net.calibrate(windows, batch_size=batch_size)
+    net.provenance["bn_mode"] = "calibrated"
+    net.provenance["calibration"] = {"n_clips": int(len(idx)), "max_clips": int(max_clips),
+                                     "seed": int(seed), "indices": idx.tolist()}
+    return net
+
+
+@torch.no_grad()
+def _forward(model: CompactConvnet, windows: np.ndarray) -> dict:
+    """Run ``(batch, samples)`` windows through the model → dict of NumPy arrays."""
+    device = next(model.parameters()).device
+    out = model(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(device))
+    return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+def _top_tags(net: CompactConvnet, probs: np.ndarray, top_k: int | None) -> dict:
+    order = np.argsort(-probs, kind="stable")[: top_k if top_k else None]
+    return {net.tag_names[i]: float(probs[i]) for i in order}
+
+
+def _require_tags(net: CompactConvnet) -> None:
+    if not net.has_tags:
+        raise ValueError("these weights have no tag head (the TF-layout Keras-1 file has none); "
+                         "use the Theano-layout file: convfeat weights fetch choi2017")
+
+
+def embed(y: np.ndarray, sr: int, model: str | CompactConvnet = "choi2017", layers: str = "12345",
+          bn_mode: str | None = None, weights: str | Path | None = None, seed: int = 0,
+          short: str = "repeat") -> np.ndarray:
+    """Multi-layer convnet feature of one signal.
+
+    y: audio, ``(samples,)`` or 2-D with channels on the shorter axis; any
+        length and sample rate ``sr`` (Hz).  Mixed to mono, resampled to 12 kHz,
+        cut to the first 29 s (shorter audio repeated, or zero-padded with
+        ``short="pad"``).
+    model: ``"choi2017"`` (published weights), ``"choi2017-k2"``, ``"random"``
+        or a :class:`~convfeat.models.CompactConvnet` (e.g. a calibrated one).
+    layers: blocks to concatenate, e.g. ``"12345"`` (default), ``"5"``, ``"135"``.
+    bn_mode: ``"instance"`` (default), ``"batch"`` (a single signal is a batch
+        of one, so it equals ``"instance"`` here), ``"calibrated"`` (pass a
+        calibrated model) or ``"stored"`` (choi2017-k2).
+
+    Returns ``(32 * n_layers,)`` float32, blocks in ascending order.
+    """
+    net = get_model(model, weights, bn_mode, seed)
+    out = _forward(net, prepare(y, sr, short)[None])
+    return concat_layers(out, layers)[0]
+
+
+def tag(y: np.ndarray, sr: int, model: str | CompactConvnet = "choi2017", bn_mode: str | None = None,
+        weights: str | Path | None = None, top_k: int | None = None, short: str = "repeat") -> dict:
+    """Tag probabilities of one signal: ``{tag: probability}``, most probable first.
+
+    Same input handling as :func:`embed`.  ``top_k`` keeps the k best tags.
+    Raises ``ValueError`` for a model without a tag head (the TF-layout weight file).
+    """
+    net = get_model(model, weights, bn_mode)
+    _require_tags(net)
+    return _top_tags(net, _forward(net, prepare(y, sr, short)[None])["tags"][0], top_k)
+
+
+def tag_batch(ys, srs, model: CompactConvnet, top_k: int | None = None, short: str = "repeat") -> list:
+    """Tags of several signals run as ONE batch (what ``bn_mode="batch"`` means):
+    a list of ``{tag: probability}`` dicts in input order."""
+    _require_tags(model)
+    windows = np.stack([prepare(y, sr, short) for y, sr in zip(ys, srs)])
+    probs = _forward(model, windows)["tags"]
+    return [_top_tags(model, p, top_k) for p in probs]

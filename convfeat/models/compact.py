@@ -1,0 +1,223 @@
+"""The compact tagging convnet (Choi et al. 2017) as a PyTorch module.
+
+Five blocks of 3x3 convolution (32 channels) -> batch normalisation -> ELU ->
+max-pooling over a 96-band log-mel spectrogram, then a dense 32 -> 50 sigmoid
+tag head.  The multi-layer feature is the average over frequency and time of
+each block's output: 32 values per block, 160 for all five.
+
+Batch normalisation is the delicate part.  The published Keras-1 model
+normalises with the statistics of the *current batch*, at inference too, so its
+features depend on which clips share a batch.  :class:`CompactConvnet` makes
+that policy explicit through ``bn_mode``:
+
+``"batch"``       statistics of the current batch, and the dB maximum over the
+                  batch: the original behaviour (for reproducing the study).
+``"instance"``    statistics of each clip alone: what the original does with a
+                  batch of one.  Batch-invariant.
+``"calibrated"``  per-layer statistics estimated once over a calibration set
+                  (:meth:`CompactConvnet.calibrate`), then frozen.
+                  Batch-invariant; the statistics can be saved and restored.
+``"stored"``      moving statistics stored with the weights (ordinary inference
+                  batch normalisation, as in the later Keras-2 retrain).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..frontend import MelFrontend, power_to_db
+
+LAYER_NAMES = ("layer1", "layer2", "layer3", "layer4", "layer5")
+POOLS_96 = ((2, 4), (3, 4), (2, 5), (2, 4), (4, 4))
+BN_MODES = ("batch", "instance", "calibrated", "stored")
+
+
+@dataclass
+class CompactConfig:
+    """Architecture and inference policy of a compact convnet.
+
+    feature_point: ``"pooled"`` averages each block's output after max-pooling
+        (the study's feature); ``"pre_pool"`` averages the ELU output before
+        pooling (the Keras-2 retrain's feature).
+    input_standardize: standardise each clip's dB spectrogram by its own mean
+        and standard deviation (Keras-2 retrain).
+    """
+
+    n_mels: int = 96
+    channels: int = 32
+    pools: tuple = POOLS_96
+    n_tags: int = 50
+    bn_eps: float = 1e-3
+    feature_point: str = "pooled"
+    input_standardize: bool = False
+    allowed_bn_modes: tuple = ("batch", "instance", "calibrated")
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["pools"] = [list(p) for p in self.pools]
+        d["allowed_bn_modes"] = list(self.allowed_bn_modes)
+        return d
+
+
+class BatchNorm(nn.Module):
+    """Per-channel affine normalisation whose statistics source is chosen per call.
+
+    Variance is the biased (population) variance, as Keras computes it;
+    normalisation is ``(x - mean) / sqrt(var + eps) * gamma + beta``.
+    """
+
+    def __init__(self, channels: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.ones(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("var", torch.ones(channels))
+
+    def forward(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        if mode == "batch":
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0, keepdim=True)
+        elif mode == "instance":
+            var, mean = torch.var_mean(x, dim=(2, 3), correction=0, keepdim=True)
+        else:  # calibrated / stored: frozen statistics
+            mean = self.mean.view(1, -1, 1, 1)
+            var = self.var.view(1, -1, 1, 1)
+        scale = self.gamma.view(1, -1, 1, 1) / torch.sqrt(var + self.eps)
+        return (x - mean) * scale + self.beta.view(1, -1, 1, 1)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, pool: tuple, eps: float):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=True)
+        self.bn = BatchNorm(c_out, eps)
+        self.pool = tuple(pool)
+
+
+class CompactConvnet(nn.Module):
+    """Compact convnet: waveform ``(batch, samples)`` at 12 kHz → features and tags.
+
+    :meth:`forward` returns a dict with ``"layer1"`` … ``"layer5"`` (each
+    ``(batch, 32)`` float32) and ``"tags"`` (``(batch, n_tags)`` sigmoid
+    probabilities, absent when the model has no tag head).
+    """
+
+    def __init__(self, config: CompactConfig | None = None, mel_basis: np.ndarray | None = None,
+                 bn_mode: str = "instance", tag_names: tuple | None = None):
+        super().__init__()
+        self.config = config or CompactConfig()
+        cfg = self.config
+        self.frontend = MelFrontend(mel_basis)
+        if self.frontend.n_mels != cfg.n_mels:
+            raise ValueError(f"mel basis has {self.frontend.n_mels} bands, config says {cfg.n_mels}")
+        chans = [1] + [cfg.channels] * len(cfg.pools)
+        self.blocks = nn.ModuleList(
+            ConvBlock(chans[i], chans[i + 1], cfg.pools[i], cfg.bn_eps) for i in range(len(cfg.pools)))
+        self.head = nn.Linear(cfg.channels, cfg.n_tags) if cfg.n_tags else None
+        self.tag_names = tuple(tag_names) if tag_names is not None else None
+        self.calibrated = False
+        self.bn_mode = bn_mode  # validated by the setter
+
+    # -- BN policy -----------------------------------------------------------
+    @property
+    def bn_mode(self) -> str:
+        return self._bn_mode
+
+    @bn_mode.setter
+    def bn_mode(self, mode: str) -> None:
+        if mode not in self.config.allowed_bn_modes:
+            raise ValueError(f"bn_mode {mode!r} is not available for this model; "
+                             f"choose one of {', '.join(self.config.allowed_bn_modes)}")
+        self._bn_mode = mode
+
+    @property
+    def has_tags(self) -> bool:
+        return self.head is not None
+
+    def bn_statistics(self) -> dict[str, dict[str, np.ndarray]]:
+        """Frozen per-layer statistics (calibrated or stored): ``{layerK: {mean, var}}``."""
+        return {name: {"mean": b.bn.mean.detach().cpu().numpy().copy(),
+                       "var": b.bn.var.detach().cpu().numpy().copy()}
+                for name, b in zip(LAYER_NAMES, self.blocks)}
+
+    def set_bn_statistics(self, stats: dict[str, dict[str, np.ndarray]]) -> None:
+        """Restore statistics returned by :meth:`bn_statistics` (marks the model calibrated)."""
+        for name, b in zip(LAYER_NAMES, self.blocks):
+            for key in ("mean", "var"):
+                value = np.asarray(stats[name][key], dtype=np.float32)
+                if value.shape != (b.bn.mean.numel(),):
+                    raise ValueError(f"statistics {name}/{key} have shape {value.shape}, "
+                                     f"expected ({b.bn.mean.numel()},)")
+                getattr(b.bn, key).copy_(torch.from_numpy(value))
+        self.calibrated = True
+
+    # -- forward -------------------------------------------------------------
+    def spectrogram(self, y: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        """Normalised network input ``(batch, 1, n_mels, frames)`` in dB (or standardised)."""
+        mode = mode or self.bn_mode
+        db = power_to_db(self.frontend(y), reference="batch" if mode == "batch" else "clip")
+        if self.config.input_standardize:
+            var, mean = torch.var_mean(db, dim=(1, 2, 3), correction=0, keepdim=True)
+            db = (db - mean) / (torch.sqrt(var) + 1e-10)
+        return db
+
+    def forward(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        mode = self.bn_mode
+        if mode == "calibrated" and not self.calibrated:
+            raise RuntimeError("bn_mode 'calibrated' needs statistics: call calibrate(clips) "
+                               "or set_bn_statistics(...) first")
+        x = self.spectrogram(y, mode)
+        out: dict[str, torch.Tensor] = {}
+        for name, block in zip(LAYER_NAMES, self.blocks):
+            x = nn.functional.elu(block.bn(block.conv(x), mode))
+            if self.config.feature_point == "pre_pool":
+                out[name] = x.mean(dim=(2, 3))
+            x = nn.functional.max_pool2d(x, block.pool)
+            if self.config.feature_point == "pooled":
+                out[name] = x.mean(dim=(2, 3))
+        if self.head is not None:
+            out["tags"] = torch.sigmoid(self.head(x.amax(dim=(2, 3))))
+        return out
+
+    @torch.no_grad()
+    def calibrate(self, clips, batch_size: int = 8) -> dict[str, dict[str, np.ndarray]]:
+        """Estimate frozen per-layer statistics over a calibration set, then use them.
+
+        ``clips``: array or tensor ``(n_clips, samples)`` of 12-kHz windows (or a
+        list of 1-D windows of equal length).  Layer k's statistics are the mean
+        and population variance of its convolution output over every clip,
+        frequency bin and frame, computed with layers 1..k-1 already frozen, so
+        the network sees the same statistics it will use afterwards.  The
+        decibel reference is per clip.  Returns :meth:`bn_statistics` and sets
+        ``bn_mode = "calibrated"``.
+        """
+        if "calibrated" not in self.config.allowed_bn_modes:
+            raise ValueError("this model uses stored statistics and cannot be calibrated")
+        clips = torch.as_tensor(np.stack([np.asarray(c, dtype=np.float32) for c in clips]))
+        if clips.ndim != 2 or clips.shape[0] == 0:
+            raise ValueError("calibrate() needs a non-empty set of equal-length 1-D clips")
+        device = self.blocks[0].conv.weight.device
+        for depth, target in enumerate(self.blocks):
+            total = torch.zeros(target.bn.mean.numel(), dtype=torch.float64, device=device)
+            total_sq = torch.zeros_like(total)
+            count = 0
+            for start in range(0, clips.shape[0], batch_size):
+                x = self.spectrogram(clips[start:start + batch_size].to(device), "calibrated")
+                for block in self.blocks[:depth]:
+                    x = nn.functional.elu(block.bn(block.conv(x), "calibrated"))
+                    x = nn.functional.max_pool2d(x, block.pool)
+                z = target.conv(x).double()
+                total += z.sum(dim=(0, 2, 3))
+                total_sq += z.square().sum(dim=(0, 2, 3))
+                count += z.shape[0] * z.shape[2] * z.shape[3]
+            mean = total / count
+            target.bn.mean.copy_(mean.float())
+            target.bn.var.copy_(torch.clamp(total_sq / count - mean.square(), min=0.0).float())
+        self.calibrated = True
+        self.bn_mode = "calibrated"
+        return self.bn_statistics()
