@@ -70,8 +70,8 @@ def load(path: str | Path) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     try:
-        y, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        return to_mono(y.T), int(sr)
+        y, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
+        return y.mean(axis=1, dtype=np.float64).astype(np.float32), int(sr)
     except (sf.LibsndfileError, RuntimeError, TypeError) as first:
         reason = str(first)
     try:
