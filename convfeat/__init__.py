@@ -6,12 +6,30 @@ multi-layer feature (32 average-pooled activations per conv block).
 >>> import convfeat
 >>> x = convfeat.embed(y, sr)            # (160,) float32
 >>> convfeat.tag(y, sr, top_k=5)         # {'rock': 0.41, ...}
+>>> ids, X = convfeat.load("features.h5", features="choi2017", layers="12345")
+
+Attributes are imported lazily so that light modules (``convfeat.audio``,
+used by decoding worker processes) do not import torch.
 """
-from .api import embed, get_model, prepare, tag
-from .models import MODEL_NAMES, load_model
-from .models.tags import MSD_TAGS
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = ["embed", "tag", "prepare", "get_model", "load_model", "MODEL_NAMES", "MSD_TAGS",
-           "__version__"]
+_LAZY = {
+    "embed": "api", "tag": "api", "prepare": "api", "get_model": "api",
+    "calibrated_model": "api", "load_model": "models", "MODEL_NAMES": "models",
+    "MSD_TAGS": "models.tags", "load": "readback", "load_frame": "readback",
+    "extract": "extract",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'convfeat' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

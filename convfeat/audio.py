@@ -86,3 +86,81 @@ def load(path: str | Path) -> tuple[np.ndarray, int]:
     except Exception as exc:  # audioread raises several unrelated types
         raise AudioDecodeError(f"{path}: cannot decode ({reason}; fallback: {type(exc).__name__}"
                                f"{': ' + str(exc) if str(exc) else ''})") from None
+
+
+LONG_POLICIES = ("first", "mean")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au",
+                    ".snd", ".caf", ".w64", ".m4a", ".aac", ".wma", ".mp4", ".webm", ".mka")
+
+
+def split_windows(y: np.ndarray, n: int, hop: int, long: str = "first", short: str = "repeat") -> np.ndarray:
+    """Cut a mono 12-kHz signal into model windows → ``(k, n)`` float32.
+
+    Shorter than ``n``: one window, repeated or padded (``short``).
+    ``long="first"``: the first window only (the study's policy).
+    ``long="mean"``: every full window starting at 0, hop, 2·hop, … (the
+    caller averages their pooled features); a tail shorter than a window
+    after the last full one is not used.
+    """
+    if long not in LONG_POLICIES:
+        raise ValueError(f"long must be one of {LONG_POLICIES}, got {long!r}")
+    if hop <= 0:
+        raise ValueError("hop must be positive")
+    y = np.asarray(y, dtype=np.float32)
+    if y.size <= n or long == "first":
+        return fit_window(y, n, short)[None]
+    starts = range(0, y.size - n + 1, hop)
+    return np.stack([y[s:s + n] for s in starts])
+
+
+def read_resampled(path: str | Path, sr_out: int, max_seconds: float | None = None,
+                   block_seconds: float = 30.0) -> tuple[np.ndarray, dict]:
+    """Decode ``path`` → (mono float32 signal at ``sr_out``, info dict).
+
+    Streams through libsndfile in blocks (mix-down and soxr resampling per
+    block), so memory holds the 12-kHz result, never the whole decoded source.
+    With ``max_seconds`` only that much (plus one second of resampler context)
+    is read, and the output equals ``resample(load(path)[0], …)`` on that span.
+    Formats libsndfile cannot read go through :func:`load` (ffmpeg fallback).
+    info: ``duration`` (s), ``source_sr``, ``channels``.
+    Raises :class:`AudioDecodeError` (undecodable, empty, non-finite samples).
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    try:
+        snd = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        y, sr = load(path)  # fallback decoder; raises AudioDecodeError itself
+        info = {"duration": y.size / sr, "source_sr": sr, "channels": 0}
+        if max_seconds is not None:
+            y = y[: int(np.ceil(max_seconds * sr)) + sr]
+        return _checked(resample(y, sr, sr_out), path), info
+    with snd:
+        sr, channels, frames = int(snd.samplerate), int(snd.channels), int(snd.frames)
+        info = {"duration": frames / sr if sr else float("nan"), "source_sr": sr, "channels": channels}
+        if frames == 0:
+            raise AudioDecodeError(f"{path}: empty audio (0 samples)")
+        want = frames if max_seconds is None else min(frames, int(np.ceil(max_seconds * sr)) + sr)
+        if max_seconds is not None or want <= block_seconds * sr * 4:
+            y = snd.read(want, dtype="float32", always_2d=True)
+            mono = y.mean(axis=1, dtype=np.float64).astype(np.float32)
+            return _checked(resample(_checked(mono, path), sr, sr_out), path), info
+        import soxr
+
+        stream = soxr.ResampleStream(sr, sr_out, 1, dtype="float32", quality="HQ") if sr != sr_out else None
+        out, block = [], int(block_seconds * sr)
+        while True:
+            y = snd.read(block, dtype="float32", always_2d=True)
+            last = y.shape[0] < block
+            mono = _checked(y.mean(axis=1, dtype=np.float64).astype(np.float32), path)
+            out.append(stream.resample_chunk(mono, last=last) if stream else mono)
+            if last:
+                break
+    return np.concatenate(out), info
+
+
+def _checked(y: np.ndarray, path) -> np.ndarray:
+    if not np.all(np.isfinite(y)):
+        raise AudioDecodeError(f"{path}: non-finite samples (NaN or Inf) in the audio")
+    return y

@@ -480,6 +480,16 @@ def test_k2_matches_reference(k2_model, ref_k2, example_clip):
     assert maxdiff(out["tags"], ref_k2["tags"]) <= TOL
 
 
+def test_k2_longer_input_global_max_pool(k2_model, p_k2, example_clip):
+    """61 s of input: the last block's map is 1x2, so global max pooling is really exercised."""
+    y = np.concatenate([np.asarray(example_clip, np.float32), chirp(80, 5000, 32)])
+    assert y.shape == (732_000,)
+    ref = np_forward(y[None], p_k2, "stored", standardize=True, pre_pool=True, global_max=True)
+    out = run(k2_model, [y])
+    assert maxdiff(feat(out), feat(ref)) <= TOL
+    assert maxdiff(out["tags"], ref["tags"]) <= TOL
+
+
 def test_k2_differs_from_keras1_and_is_batch_invariant(k2_model, theano_models, example_clip,
                                                        gen_clips):
     ex = np.asarray(example_clip, np.float32)

@@ -1,0 +1,487 @@
+"""The extraction pipeline: a collection of audio → one HDF5 feature file.
+
+Decoding (and MFCC) runs in worker processes; convnet inference is batched
+across files in the main process; results are journaled batch by batch and the
+file is rewritten atomically at checkpoints (see :mod:`convfeat.store`).
+Features do not depend on worker count, batch size or file order (except in
+``bn_mode="batch"``, whose very definition depends on the batch).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import audio
+from .features import LAYER_NAMES, MFCC_WIDTH, UNITS_PER_LAYER, mfcc_feature
+from .frontend import (AMIN, DYNAMIC_RANGE_DB, FMAX, FMIN, HOP, N_FFT, N_MELS, SAMPLE_RATE)
+from .store import FeatureFile, StoreError
+
+WINDOW_SAMPLES = 348_000
+FEATURE_MODELS = ("choi2017", "choi2017-k2", "random", "mfcc")
+
+
+class ExtractError(ValueError):
+    """Bad input to the extraction (nothing is written)."""
+
+
+# -- inputs ----------------------------------------------------------------------
+def collect_items(inputs: list[str | Path]) -> list[dict]:
+    """Expand folders (recursive), audio files, text lists and manifest CSVs into items.
+
+    Each item: ``{"id", "path", "source", "meta"}``; ``path`` is relative to
+    its input root (the folder, or the list / manifest's folder) and is also
+    the ``id`` unless a manifest has an ``id`` column.  Items are sorted by id.
+    """
+    items: list[dict] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in audio.AUDIO_EXTENSIONS and not f.name.startswith("."):
+                    rel = f.relative_to(p).as_posix()
+                    items.append({"id": rel, "path": rel, "source": str(f.resolve()), "meta": {}})
+        elif p.suffix.lower() == ".csv" and p.is_file():
+            items += _read_manifest(p)
+        elif p.suffix.lower() in (".txt", ".lst", ".list") and p.is_file():
+            for line in p.read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    src = Path(line) if Path(line).is_absolute() else p.parent / line
+                    items.append({"id": line, "path": line, "source": str(src.resolve()), "meta": {}})
+        elif p.is_file():
+            items.append({"id": p.as_posix(), "path": p.as_posix(), "source": str(p.resolve()), "meta": {}})
+        else:
+            raise ExtractError(f"input not found: {raw}")
+    seen: dict[str, str] = {}
+    for it in items:
+        if it["id"] in seen and seen[it["id"]] != it["source"]:
+            raise ExtractError(f"two inputs share the id {it['id']!r} ({seen[it['id']]} and {it['source']}); "
+                               "use a manifest CSV with an id column")
+        seen[it["id"]] = it["source"]
+    unique = {it["id"]: it for it in items}
+    if not unique:
+        raise ExtractError("no audio files found in the inputs")
+    return [unique[k] for k in sorted(unique)]
+
+
+def _read_manifest(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "path" not in reader.fieldnames:
+            raise ExtractError(f"{path}: a manifest needs a 'path' column (found: {reader.fieldnames})")
+        rows = []
+        for row in reader:
+            rel = row["path"]
+            src = Path(rel) if Path(rel).is_absolute() else path.parent / rel
+            meta = {k: v for k, v in row.items() if k not in ("path", "id") and k is not None}
+            rows.append({"id": row.get("id") or rel, "path": rel, "source": str(src.resolve()), "meta": meta})
+    return rows
+
+
+def shard_of(item_id: str, n: int) -> int:
+    """1-based shard of an item: a stable hash of its id (independent of the rest)."""
+    return int(hashlib.sha1(item_id.encode()).hexdigest(), 16) % n + 1
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ExtractError(f"--shard must look like I/N (e.g. 2/8), got {text!r}") from None
+    if not (n >= 1 and 1 <= i <= n):
+        raise ExtractError(f"--shard I/N needs 1 <= I <= N, got {text!r}")
+    return i, n
+
+
+# -- feature sets ----------------------------------------------------------------
+@dataclass
+class SetSpec:
+    """One feature set to extract: a model with its options."""
+
+    model: str
+    bn_mode: str | None = None
+    seed: int = 0
+    weights: str | None = None
+    name: str = ""
+    options: dict = field(default_factory=dict)
+
+    def resolved_name(self) -> str:
+        from .models import DEFAULT_BN_MODE
+
+        if self.name:
+            return self.name
+        name = self.model
+        if self.model != "mfcc" and self.bn_mode and self.bn_mode != DEFAULT_BN_MODE[self.model]:
+            name += f"-{self.bn_mode}"
+        if self.model == "random" and self.seed:
+            name += f"-s{self.seed}"
+        return name
+
+
+def parse_set(text: str, bn_mode: str | None = None, seed: int = 0, weights: str | None = None) -> SetSpec:
+    """``MODEL[:key=value,...]`` → :class:`SetSpec`; keys: bn_mode, seed, weights, name."""
+    model, _, rest = text.partition(":")
+    if model not in FEATURE_MODELS:
+        raise ExtractError(f"unknown model {model!r}; choose from {', '.join(FEATURE_MODELS)}")
+    spec = SetSpec(model, bn_mode if model not in ("mfcc", "choi2017-k2") else None, seed,
+                   weights if model in ("choi2017", "choi2017-k2") else None)
+    for part in filter(None, rest.split(",")):
+        key, eq, value = part.partition("=")
+        if not eq or key not in ("bn_mode", "seed", "weights", "name"):
+            raise ExtractError(f"bad model option {part!r} in {text!r}; use bn_mode=, seed=, weights= or name=")
+        setattr(spec, key, int(value) if key == "seed" else value)
+    return spec
+
+
+@dataclass
+class Policy:
+    short: str = "repeat"
+    long: str = "first"
+    hop_seconds: float = 29.0
+
+    def to_dict(self) -> dict:
+        return {"short": self.short, "long": self.long, "hop_seconds": self.hop_seconds,
+                "window_samples": WINDOW_SAMPLES, "sample_rate": SAMPLE_RATE}
+
+
+FRONTEND = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS, "fmin": FMIN,
+            "fmax": FMAX, "window": "hann (periodic)", "padding": "same (TF)", "power": 2,
+            "db_amin": AMIN, "db_range": DYNAMIC_RANGE_DB, "resampler": "soxr HQ"}
+
+
+# -- decoding worker (no torch here) ---------------------------------------------
+def decode_item(job: tuple) -> dict:
+    """Worker: one item → its model windows (and MFCC), or a failure reason."""
+    item, policy, want_mfcc = job
+    out = {"id": item["id"], "status": "ok", "reason": "", "duration": float("nan"),
+           "source_sr": 0, "channels": 0, "windows": 0}
+    try:
+        max_seconds = WINDOW_SAMPLES / SAMPLE_RATE if policy.long == "first" else None
+        y, info = audio.read_resampled(item["source"], SAMPLE_RATE, max_seconds=max_seconds)
+        out.update(info)
+        if y.size == 0:
+            raise audio.AudioDecodeError(f"{item['source']}: empty audio (0 samples)")
+        hop = int(round(policy.hop_seconds * SAMPLE_RATE))
+        wins = audio.split_windows(y, WINDOW_SAMPLES, hop, policy.long, policy.short)
+        out["windows"] = int(wins.shape[0])
+        out["x"] = wins
+        if want_mfcc:
+            out["mfcc"] = np.mean([mfcc_feature(w, SAMPLE_RATE) for w in wins], axis=0).astype(np.float32)
+    except audio.AudioDecodeError as exc:
+        out.update(status="failed", reason=str(exc).replace(item["source"], item["path"]))
+    except Exception as exc:  # a decoder crashing on one file must not stop the run
+        out.update(status="failed", reason=f"{item['path']}: {type(exc).__name__}: {exc}")
+    return out
+
+
+def _decoded_stream(jobs: list, workers: int):
+    if workers <= 1:
+        for job in jobs:
+            yield decode_item(job)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
+    with ctx.Pool(workers) as pool:
+        yield from pool.imap(decode_item, jobs, chunksize=1)
+
+
+# -- the run ---------------------------------------------------------------------
+@dataclass
+class Summary:
+    path: Path
+    total: int
+    done_before: int
+    processed: int
+    failed: list
+    seconds: float
+    audio_seconds: float
+    feature_sets: list
+
+
+def _set_config(spec: SetSpec, model, policy: Policy) -> tuple[dict, dict, dict]:
+    """(config that must match to append, provenance, dataset widths) of a set."""
+    import librosa
+    import torch
+
+    from . import __version__
+
+    versions = {"convfeat": __version__, "torch": torch.__version__, "librosa": librosa.__version__,
+                "numpy": np.__version__, "python": sys.version.split()[0]}
+    if spec.model == "mfcc":
+        config = {"model": "mfcc", "n_mfcc": 20, "deltas": "librosa.feature.delta width 9",
+                  "stats": "mean,std", "length_policy": policy.to_dict(), "sample_rate": SAMPLE_RATE}
+        widths = {"mfcc": MFCC_WIDTH}
+    else:
+        prov = model.provenance
+        config = {"model": spec.model, "weights_sha256": prov.get("weights_sha256"),
+                  "bn_mode": model.bn_mode, "seed": spec.seed if spec.model == "random" else None,
+                  "architecture": prov["config"], "frontend": FRONTEND, "length_policy": policy.to_dict()}
+        widths = {name: UNITS_PER_LAYER for name in LAYER_NAMES}
+    provenance = dict(config, versions=versions, weights=getattr(model, "provenance", {}).get("weights")
+                      if model is not None else None, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return config, provenance, widths
+
+
+def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, policy: Policy | None = None,
+            batch_size: int = 8, workers: int = 1, device: str = "auto", shard: str | None = None,
+            strict: bool = False, calibration_size: int = 256, calibration_seed: int = 0,
+            progress: bool = False, command: str = "", log=None) -> Summary:
+    """Extract feature ``sets`` of every audio item in ``inputs`` into the HDF5 file ``out``.
+
+    inputs: folders (recursive), audio files, ``.txt`` lists or manifest CSVs
+        (``path`` column + metadata columns).
+    sets: feature sets (default: choi2017); see :func:`parse_set`.
+    policy: length policy (``short`` repeat|pad, ``long`` first|mean, ``hop_seconds``).
+    batch_size: windows per inference batch; workers: decoding processes.
+    shard: ``"I/N"`` keeps the items whose stable id hash falls in shard I.
+    strict: stop at the first failed item (everything finished so far is kept).
+
+    Re-running the same call skips finished items; items that failed are tried
+    again.  Returns a :class:`Summary`.
+    """
+    import torch
+
+    from .api import calibration_indices
+    from .models import load_model
+
+    t0 = time.perf_counter()
+    sets = sets or [SetSpec("choi2017")]
+    policy = policy or Policy()
+    if policy.short not in audio.SHORT_POLICIES or policy.long not in audio.LONG_POLICIES:
+        raise ExtractError(f"bad length policy {policy}")
+    if policy.hop_seconds <= 0:
+        raise ExtractError("--hop must be positive")
+    if batch_size < 1 or workers < 0:
+        raise ExtractError("--batch-size must be >= 1 and --workers >= 0")
+    names = [s.resolved_name() for s in sets]
+    if len(set(names)) != len(names):
+        raise ExtractError(f"two feature sets would share a name: {names}; add name=… to one of them")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    all_items = collect_items(inputs)
+    shard_tuple = parse_shard(shard)
+    items = [it for it in all_items if shard_tuple is None or shard_of(it["id"], shard_tuple[1]) == shard_tuple[0]]
+    log = log or (lambda msg: None)
+
+    models = {}
+    for spec, name in zip(sets, names):
+        if spec.model != "mfcc":
+            bn = spec.bn_mode
+            models[name] = load_model(spec.model, weights=spec.weights,
+                                      bn_mode="instance" if bn == "calibrated" else bn, seed=spec.seed,
+                                      device=device)
+
+    out = Path(out)
+    with FeatureFile(out) as ff:
+        ff.add_items([{"id": it["id"], "path": it["path"], "meta": it["meta"]} for it in items])
+        feature_sets = {}
+        for spec, name in zip(sets, names):
+            model = models.get(name)
+            if spec.bn_mode == "calibrated":
+                _calibrate(ff, name, spec, model, all_items, policy, calibration_size, calibration_seed,
+                           calibration_indices, log)
+            config, provenance, widths = _set_config(spec, model, policy)
+            if spec.bn_mode == "calibrated":
+                config["calibration"] = ff._calibration_record
+            fs = ff.ensure_set(name, widths, config, provenance)
+            if spec.bn_mode == "calibrated":
+                fs.calibration = ff._calibration_arrays
+            feature_sets[name] = fs
+        ff.attrs.update(command=command, shard=shard or "", created=ff.attrs.get("created", ""))
+        index = ff.items.index()
+        my_ids = [it["id"] for it in items]
+        status = ff.items.columns["status"]
+        todo = [it for it in items
+                if not (status[index[it["id"]]] == "ok" and all(fs.done[index[it["id"]]] for fs in feature_sets.values()))]
+        done_before = len(items) - len(todo)
+        log(f"{len(items)} items ({done_before} already done), {len(todo)} to process "
+            f"-> {out} [{', '.join(names)}]")
+        runner = _Runner(ff, feature_sets, models, sets, names, batch_size, device, strict)
+        want_mfcc = any(s.model == "mfcc" for s in sets)
+        jobs = [(it, policy, want_mfcc) for it in todo]
+        bar = _Progress(len(todo), enabled=progress)
+        try:
+            for decoded in _decoded_stream(jobs, workers):
+                runner.add(decoded)
+                for finished in runner.pop_finished():
+                    bar.advance(finished)
+                if runner.stop:
+                    break
+            runner.flush()
+            for finished in runner.pop_finished():
+                bar.advance(finished)
+        finally:
+            bar.close()
+            ff.checkpoint()
+        del my_ids
+    failed = [(u["id"], u["reason"]) for u in runner.all_failed]
+    return Summary(out, len(items), done_before, runner.n_processed, failed, time.perf_counter() - t0,
+                   runner.audio_seconds, names)
+
+
+def _calibrate(ff, name, spec, model, all_items, policy, size, seed, calibration_indices, log) -> None:
+    """Estimate (or reuse from the file) the frozen BN statistics of a calibrated set."""
+    from .models import LAYER_NAMES as NAMES
+
+    existing = ff.sets.get(name)
+    if existing is not None and existing.calibration:
+        stats = {n: {"mean": existing.calibration[f"{n}_mean"], "var": existing.calibration[f"{n}_var"]}
+                 for n in NAMES}
+        model.set_bn_statistics(stats)
+        model.bn_mode = "calibrated"
+        ff._calibration_record = existing.config["calibration"]
+        ff._calibration_arrays = existing.calibration
+        return
+    # The sample is drawn from the whole collection (not this shard) so every shard agrees.
+    idx = calibration_indices(len(all_items), size, seed)
+    windows, used = [], []
+    for i in idx:
+        dec = decode_item((all_items[i], policy, False))
+        if dec["status"] == "ok":
+            windows.append(dec["x"][0])
+            used.append(all_items[i]["id"])
+    if not windows:
+        raise ExtractError("no decodable item in the calibration sample")
+    log(f"calibrating {name} on {len(windows)} clips (seed {seed})")
+    stats = model.calibrate(np.stack(windows))
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(stats[n][k]).tobytes()
+                                     for n in NAMES for k in ("mean", "var"))).hexdigest()
+    ff._calibration_record = {"max_clips": size, "seed": seed, "n_clips": len(windows), "stats_sha256": digest}
+    ff._calibration_arrays = {f"{n}_{k}": stats[n][k] for n in NAMES for k in ("mean", "var")}
+    ff._calibration_arrays["ids"] = np.array(used, dtype=object).astype("S")
+
+
+class _Runner:
+    """Batches windows across items, runs every model, averages per item, records."""
+
+    def __init__(self, ff, feature_sets, models, specs, names, batch_size, device, strict):
+        self.ff, self.feature_sets, self.models = ff, feature_sets, models
+        self.names, self.specs = names, specs
+        self.batch_size, self.device, self.strict = batch_size, device, strict
+        self.queue: list = []      # [decoded item, next window index]
+        self.pending: dict = {}    # id -> {"item", "sums": {set: {layer: sum}}, "left"}
+        self.finished: list = []
+        self.all_failed: list = []
+        self.n_processed = 0
+        self.audio_seconds = 0.0
+        self.stop = False
+        self._since_checkpoint = time.perf_counter()
+
+    def add(self, decoded: dict) -> None:
+        if decoded["status"] != "ok":
+            self._finish(decoded, {})
+            return
+        if not self.models:  # MFCC only
+            self._finish(decoded, {"mfcc": {"mfcc": decoded["mfcc"]}})
+            return
+        self.pending[decoded["id"]] = {"item": decoded, "sums": {}, "left": decoded["windows"]}
+        self.queue.append([decoded, 0])
+        while sum(d["windows"] - k for d, k in self.queue) >= self.batch_size:
+            self._run_batch()
+
+    def flush(self) -> None:
+        while self.queue and not self.stop:
+            self._run_batch()
+
+    def _run_batch(self) -> None:
+        import torch
+
+        rows, owners = [], []
+        while self.queue and len(rows) < self.batch_size:
+            dec, k = self.queue[0]
+            take = min(self.batch_size - len(rows), dec["windows"] - k)
+            rows.append(dec["x"][k:k + take])
+            owners += [dec["id"]] * take
+            if k + take == dec["windows"]:
+                self.queue.pop(0)
+            else:
+                self.queue[0][1] = k + take
+        batch = torch.from_numpy(np.concatenate(rows)).to(self.device)
+        outputs = {}
+        with torch.no_grad():
+            for name, model in self.models.items():
+                res = model(batch)
+                outputs[name] = {k: res[k].float().cpu().numpy() for k in LAYER_NAMES}
+        for row, item_id in enumerate(owners):
+            p = self.pending[item_id]
+            for name, layers in outputs.items():
+                acc = p["sums"].setdefault(name, {k: np.zeros(UNITS_PER_LAYER, np.float64) for k in LAYER_NAMES})
+                for k in LAYER_NAMES:
+                    acc[k] += layers[k][row]
+            p["left"] -= 1
+            if p["left"] == 0:
+                dec = p["item"]
+                feats = {name: {k: (v / dec["windows"]).astype(np.float32) for k, v in sums.items()}
+                         for name, sums in p["sums"].items()}
+                if "mfcc" in dec:
+                    feats.update({n: {"mfcc": dec["mfcc"]} for n, s in zip(self.names, self.specs)
+                                  if s.model == "mfcc"})
+                del self.pending[item_id]
+                self._finish(dec, feats)
+
+    def _finish(self, dec: dict, feats: dict) -> None:
+        if "mfcc" in feats and "mfcc" not in self.feature_sets:
+            feats = {n: {"mfcc": feats["mfcc"]["mfcc"]} for n, s in zip(self.names, self.specs) if s.model == "mfcc"}
+        update = {k: dec[k] for k in ("id", "status", "reason", "duration", "source_sr", "channels", "windows")}
+        update["features"] = feats
+        self.finished.append(update)
+        self.n_processed += 1
+        if dec["status"] == "ok" and np.isfinite(dec["duration"]):
+            self.audio_seconds += dec["duration"]
+        if dec["status"] != "ok":
+            self.all_failed.append(update)
+            if self.strict:
+                self.stop = True
+
+    def pop_finished(self) -> list:
+        done, self.finished = self.finished, []
+        if done:
+            self.ff.record(done)
+            # Rewrite the file when that costs little next to the work done since the last rewrite.
+            now = time.perf_counter()
+            if now - self._since_checkpoint > max(2.0, 20 * self.ff.last_checkpoint_seconds):
+                self.ff.checkpoint()
+                self._since_checkpoint = time.perf_counter()
+        return done
+
+
+class _Progress:
+    """A rich progress bar (items/s, audio hours/s, ETA); silent when not a terminal."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.enabled = enabled and total > 0
+        self.audio = 0.0
+        self.t0 = time.perf_counter()
+        if not self.enabled:
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.progress = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), transient=False)
+        self.task = self.progress.add_task("extract", total=total, rate="")
+        self.progress.start()
+
+    def advance(self, finished: list) -> None:
+        if not self.enabled:
+            return
+        self.audio += sum(u["duration"] for u in finished if u["status"] == "ok" and np.isfinite(u["duration"]))
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        done = self.progress.tasks[0].completed + len(finished)
+        self.progress.update(self.task, advance=len(finished),
+                             rate=f"{done / elapsed:.1f} items/s, {self.audio / 3600 / elapsed * 3600:.2f} audio h/h")
+        
+    def close(self) -> None:
+        if self.enabled:
+            self.progress.stop()
