@@ -109,8 +109,8 @@ def split_windows(y: np.ndarray, n: int, hop: int, long: str = "first", short: s
     y = np.asarray(y, dtype=np.float32)
     if y.size <= n or long == "first":
         return fit_window(y, n, short)[None]
-    starts = range(0, y.size - n + 1, hop)
-    return np.stack([y[s:s + n] for s in starts])
+    # Strided view: no copy of a long signal (rows share memory with y).
+    return np.lib.stride_tricks.sliding_window_view(y, n)[::hop]
 
 
 def read_resampled(path: str | Path, sr_out: int, max_seconds: float | None = None,

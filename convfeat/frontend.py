@@ -47,17 +47,39 @@ def dft_kernels(n_fft: int = N_FFT) -> tuple[np.ndarray, np.ndarray]:
     return w * np.cos(phase), w * np.sin(phase)
 
 
+def hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: linear (3 mels per 200 Hz) below 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    f_sp, break_hz = 200.0 / 3, 1000.0
+    logstep = np.log(6.4) / 27.0
+    return np.where(f < break_hz, f / f_sp,
+                    break_hz / f_sp + np.log(np.maximum(f, 1e-12) / break_hz) / logstep)
+
+
+def mel_to_hz(m: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    m = np.asarray(m, dtype=np.float64)
+    f_sp, break_hz = 200.0 / 3, 1000.0
+    logstep = np.log(6.4) / 27.0
+    break_mel = break_hz / f_sp
+    return np.where(m < break_mel, m * f_sp, break_hz * np.exp(logstep * (m - break_mel)))
+
+
 def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS,
                    fmin: float = FMIN, fmax: float = FMAX) -> np.ndarray:
     """Slaney-style mel filterbank, ``(n_fft // 2 + 1, n_mels)`` float32.
 
-    Same layout as the ``(257, 96)`` matrix stored in the weight files
-    (power spectrum ``@`` filterbank = mel power spectrum).
+    Triangles between ``n_mels + 2`` points equally spaced on the Slaney mel
+    scale from ``fmin`` to ``fmax`` (Hz), each scaled to unit area
+    (``2 / bandwidth``).  Same layout as the ``(257, 96)`` matrix stored in
+    the weight files (power spectrum ``@`` filterbank = mel power spectrum).
     """
-    import librosa
-
-    fb = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
-                             htk=False, norm="slaney")
+    fft_hz = np.linspace(0.0, sr / 2.0, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    width = np.diff(edges)
+    below = (fft_hz[None, :] - edges[:-2, None]) / width[:-1, None]   # rising slopes
+    above = (edges[2:, None] - fft_hz[None, :]) / width[1:, None]     # falling slopes
+    fb = np.maximum(0.0, np.minimum(below, above)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
     return np.ascontiguousarray(fb.T, dtype=np.float32)
 
 

@@ -80,15 +80,15 @@ class BatchNorm(nn.Module):
         self.register_buffer("var", torch.ones(channels))
 
     def forward(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        # PyTorch's fused kernels compute exactly these normalisations (biased variance).
         if mode == "batch":
-            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0, keepdim=True)
-        elif mode == "instance":
-            var, mean = torch.var_mean(x, dim=(2, 3), correction=0, keepdim=True)
-        else:  # calibrated / stored: frozen statistics
-            mean = self.mean.view(1, -1, 1, 1)
-            var = self.var.view(1, -1, 1, 1)
-        scale = self.gamma.view(1, -1, 1, 1) / torch.sqrt(var + self.eps)
-        return (x - mean) * scale + self.beta.view(1, -1, 1, 1)
+            return nn.functional.batch_norm(x, None, None, self.gamma, self.beta, training=True,
+                                            momentum=0.0, eps=self.eps)
+        if mode == "instance":
+            return nn.functional.instance_norm(x, weight=self.gamma, bias=self.beta, eps=self.eps)
+        # calibrated / stored: frozen statistics
+        return nn.functional.batch_norm(x, self.mean, self.var, self.gamma, self.beta, training=False,
+                                        eps=self.eps)
 
 
 class ConvBlock(nn.Module):
@@ -174,7 +174,7 @@ class CompactConvnet(nn.Module):
         x = self.spectrogram(y, mode)
         out: dict[str, torch.Tensor] = {}
         for name, block in zip(LAYER_NAMES, self.blocks):
-            x = nn.functional.elu(block.bn(block.conv(x), mode))
+            x = nn.functional.elu(block.bn(block.conv(x), mode), inplace=True)
             if self.config.feature_point == "pre_pool":
                 out[name] = x.mean(dim=(2, 3))
             x = nn.functional.max_pool2d(x, block.pool)

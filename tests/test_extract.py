@@ -1,0 +1,247 @@
+"""`convfeat extract`: round trip, determinism, faults, resume, crash safety, locking."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+import convfeat
+from convfeat import api, audio
+from convfeat.cli import app
+from convfeat.extract import ExtractError, Policy, collect_items, extract, parse_set, shard_of
+from convfeat.features import mfcc_feature
+from convfeat.store import FeatureFile, StoreError, read_state
+
+from conftest import chirp, clicks, noise, tone
+
+runner = CliRunner()
+LAYERS = [f"layer{i}" for i in range(1, 6)]
+
+
+def _write(path: Path, y: np.ndarray, sr: int, fmt: str | None = None, subtype: str | None = None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, y, sr, format=fmt, subtype=subtype)
+    return path
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    """Tones, noise, chirps, clicks: several lengths, rates, channel counts and formats."""
+    root = tmp_path_factory.mktemp("collection")
+    _write(root / "tone_8k.wav", tone(440, 2.0, sr=8000), 8000)
+    _write(root / "chirp_22k_stereo.flac", np.stack([chirp(100, 5000, 6.0, sr=22050),
+                                                    noise(6.0, sr=22050, seed=1)], axis=1), 22050)
+    _write(root / "sub" / "noise_44k.ogg", noise(3.0, sr=44100, seed=2), 44100, "OGG", "VORBIS")
+    _write(root / "sub" / "clicks_12k.wav", clicks(31.0), 12000)
+    _write(root / "sub" / "deep" / "tone_16k_long.wav", tone(220, 35.0, sr=16000) + noise(35.0, sr=16000), 16000)
+    _write(root / "tone_48k.aiff", tone(1000, 1.5, sr=48000), 48000, "AIFF", "PCM_16")
+    return root
+
+
+def _features(path, name="random"):
+    _, items, sets = read_state(path)
+    fs = sets[name]
+    return list(items.columns["id"]), {k: fs.datasets[k] for k in fs.datasets}, fs.done, items
+
+
+def test_round_trip_equals_embed(collection, tmp_path):
+    out = tmp_path / "f.h5"
+    summary = extract([collection], out, sets=[parse_set("random"), parse_set("mfcc")])
+    assert summary.failed == [] and summary.processed == 6
+    ids, feats, done, items = _features(out)
+    assert ids == sorted(ids) and len(ids) == 6 and done.all()
+    assert set(items.columns["status"]) == {"ok"}
+    _, mf, _, _ = _features(out, "mfcc")
+    for i, item_id in enumerate(ids):
+        y, sr = audio.load(collection / item_id)
+        expected = convfeat.embed(y, sr, model="random")
+        got = np.concatenate([feats[k][i] for k in LAYERS])
+        np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=item_id)
+        np.testing.assert_allclose(mf["mfcc"][i], mfcc_feature(api.prepare(y, sr)), rtol=1e-4, atol=1e-3)
+        assert items.columns["source_sr"][i] == sr
+        assert items.columns["duration"][i] == pytest.approx(y.size / sr)
+    stereo = ids.index("chirp_22k_stereo.flac")
+    assert items.columns["channels"][stereo] == 2 and (items.columns["windows"] == 1).all()
+
+
+def test_same_features_whatever_workers_batch_size_and_order(collection, tmp_path):
+    files = sorted(str(p) for p in collection.rglob("*") if p.is_file())
+    a = extract(files, tmp_path / "a.h5", sets=[parse_set("random")], workers=1, batch_size=1)
+    b = extract(files[::-1], tmp_path / "b.h5", sets=[parse_set("random")], workers=2, batch_size=16)
+    assert a.failed == b.failed == []
+    ids_a, fa, _, _ = _features(tmp_path / "a.h5")
+    ids_b, fb, _, _ = _features(tmp_path / "b.h5")
+    assert ids_a == ids_b
+    for k in LAYERS:
+        np.testing.assert_allclose(fa[k], fb[k], atol=1e-5)
+
+
+def test_long_mean_averages_windows(tmp_path):
+    y = np.concatenate([tone(300, 29.0), noise(29.0, seed=4), tone(900, 10.0)])
+    _write(tmp_path / "in" / "long.wav", y, 12000)
+    y, _ = audio.load(tmp_path / "in" / "long.wav")  # what the file holds (16-bit)
+    extract([tmp_path / "in"], tmp_path / "m.h5", sets=[parse_set("random")],
+            policy=Policy(long="mean", hop_seconds=29.0))
+    _, feats, _, items = _features(tmp_path / "m.h5")
+    assert items.columns["windows"][0] == 2  # the 10-s tail is not a full window
+    expected = (convfeat.embed(y[:348000], 12000, model="random")
+                + convfeat.embed(y[348000:696000], 12000, model="random")) / 2
+    np.testing.assert_allclose(np.concatenate([feats[k][0] for k in LAYERS]), expected, atol=1e-5)
+
+
+def test_faults_are_recorded_and_the_run_continues(tmp_path):
+    src = tmp_path / "in"
+    _write(src / "good.wav", tone(440, 2.0), 12000)
+    _write(src / "silent.wav", np.zeros(12000 * 3, np.float32), 12000)
+    _write(src / "empty.wav", np.zeros(0, np.float32), 12000)
+    (src / "zero_bytes.flac").write_bytes(b"")
+    (src / "garbage.ogg").write_bytes(os.urandom(2000))
+    bad = tone(440, 2.0)
+    bad[100] = np.nan
+    _write(src / "nan.wav", bad, 12000, subtype="FLOAT")
+    result = runner.invoke(app, ["extract", str(src), "-o", str(tmp_path / "f.h5"), "-m", "random", "-m", "mfcc"])
+    assert result.exit_code == 1
+    _, items, sets = read_state(tmp_path / "f.h5")
+    status = dict(zip(items.columns["id"], items.columns["status"]))
+    reason = dict(zip(items.columns["id"], items.columns["reason"]))
+    assert status == {"empty.wav": "failed", "garbage.ogg": "failed", "good.wav": "ok", "nan.wav": "failed",
+                      "silent.wav": "ok", "zero_bytes.flac": "failed"}
+    assert "empty" in reason["empty.wav"] and "non-finite" in reason["nan.wav"]
+    assert "garbage.ogg" in reason["garbage.ogg"]
+    for name in ("random", "mfcc"):
+        for arr in sets[name].datasets.values():
+            assert np.isfinite(arr).all()
+    for name in ("empty.wav", "nan.wav", "garbage.ogg", "zero_bytes.flac"):
+        assert name in result.output  # the summary names every failure
+
+
+def test_strict_stops_at_first_failure_keeping_earlier_items(tmp_path):
+    src = tmp_path / "in"
+    _write(src / "a.wav", tone(440, 1.0), 12000)
+    (src / "b.wav").write_bytes(b"not audio")
+    _write(src / "c.wav", tone(660, 1.0), 12000)
+    summary = extract([src], tmp_path / "f.h5", sets=[parse_set("random")], strict=True, batch_size=1)
+    assert [i for i, _ in summary.failed] == ["b.wav"]
+    _, items, sets = read_state(tmp_path / "f.h5")
+    assert list(items.columns["status"]) == ["ok", "failed", "pending"]
+    assert sets["random"].done.tolist() == [True, False, False]
+
+
+def test_rerun_skips_finished_and_refuses_other_config(collection, tmp_path):
+    out = tmp_path / "f.h5"
+    extract([collection], out, sets=[parse_set("random")])
+    before = _features(out)[1]["layer3"].copy()
+    again = extract([collection], out, sets=[parse_set("random")])
+    assert again.processed == 0 and again.done_before == 6
+    np.testing.assert_array_equal(_features(out)[1]["layer3"], before)
+    with pytest.raises(StoreError, match="seed"):
+        extract([collection], out, sets=[parse_set("random:seed=3,name=random")])
+    with pytest.raises(StoreError, match="length_policy"):
+        extract([collection], out, sets=[parse_set("random")], policy=Policy(short="pad"))
+    # a new set can be added to the same file; old sets are untouched
+    extract([collection], out, sets=[parse_set("random:seed=3")])
+    _, _, sets = read_state(out)
+    assert set(sets) == {"random", "random-s3"} and sets["random-s3"].done.all()
+
+
+def test_second_writer_is_refused(collection, tmp_path):
+    out = tmp_path / "f.h5"
+    with FeatureFile(out):
+        with pytest.raises(StoreError, match="another convfeat run"):
+            extract([collection], out, sets=[parse_set("random")])
+        result = runner.invoke(app, ["extract", str(collection), "-o", str(out), "-m", "random"])
+        assert result.exit_code == 2 and "another convfeat run" in result.output
+    assert not out.exists()
+
+
+def test_sigkill_mid_run_leaves_valid_file_and_rerun_completes(tmp_path):
+    src = tmp_path / "in"
+    for i in range(24):
+        _write(src / f"clip{i:02d}.wav", chirp(100 + 20 * i, 3000, 1.0 + (i % 3)), 12000)
+    out = tmp_path / "f.h5"
+    cmd = [sys.executable, "-c", "from convfeat.cli import main; main()", "extract", str(src), "-o", str(out),
+           "-m", "random", "--batch-size", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = Path(str(out) + ".journal")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (journal.is_dir() and len(list(journal.glob("*.npz"))) >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # whatever was on disk is a valid file (or not written yet) plus whole journal entries
+    if out.exists():
+        with h5py.File(out, "r") as h:
+            assert h["items/id"].shape[0] == 24
+    n_journaled = len(list(journal.glob("*.npz")))
+    assert n_journaled >= 1
+    resumed = extract([src], out, sets=[parse_set("random")], batch_size=4)
+    assert resumed.done_before >= 2 and resumed.processed == 24 - resumed.done_before
+    assert not journal.exists()
+    fresh = extract([src], tmp_path / "fresh.h5", sets=[parse_set("random")], batch_size=4)
+    assert fresh.processed == 24
+    ids_a, fa, done_a, _ = _features(out)
+    ids_b, fb, _, _ = _features(tmp_path / "fresh.h5")
+    assert ids_a == ids_b and done_a.all()
+    for k in LAYERS:
+        np.testing.assert_allclose(fa[k], fb[k], atol=1e-5)
+
+
+def test_calibrated_set_records_statistics_and_reuses_them(collection, tmp_path):
+    out = tmp_path / "f.h5"
+    extract([collection], out, sets=[parse_set("random:bn_mode=calibrated")], calibration_size=4)
+    _, items, sets = read_state(out)
+    fs = sets["random-calibrated"]
+    assert fs.config["calibration"]["n_clips"] == 4 and fs.config["bn_mode"] == "calibrated"
+    assert fs.calibration["layer1_mean"].shape == (32,) and len(fs.calibration["ids"]) == 4
+    # features equal a model restored from the stored statistics, clip by clip
+    net = convfeat.load_model("random")
+    net.set_bn_statistics({n: {"mean": fs.calibration[f"{n}_mean"], "var": fs.calibration[f"{n}_var"]}
+                           for n in LAYERS})
+    net.bn_mode = "calibrated"
+    for i, item_id in enumerate(items.columns["id"]):
+        y, sr = audio.load(collection / item_id)
+        expected = convfeat.embed(y, sr, model=net)
+        np.testing.assert_allclose(np.concatenate([fs.datasets[k][i] for k in LAYERS]), expected, atol=1e-5)
+    again = extract([collection], out, sets=[parse_set("random:bn_mode=calibrated")], calibration_size=4)
+    assert again.processed == 0
+
+
+def test_manifest_and_list_inputs_keep_metadata(tmp_path):
+    src = tmp_path / "data"
+    _write(src / "x.wav", tone(440, 1.0), 12000)
+    _write(src / "y.wav", tone(880, 1.0), 12000)
+    (tmp_path / "m.csv").write_text("path,label,artist\ndata/x.wav,A,alice\ndata/y.wav,B,bob\n")
+    extract([tmp_path / "m.csv"], tmp_path / "f.h5", sets=[parse_set("random")])
+    _, items, _ = read_state(tmp_path / "f.h5")
+    assert list(items.columns["id"]) == ["data/x.wav", "data/y.wav"]
+    assert list(items.meta["label"]) == ["A", "B"] and list(items.meta["artist"]) == ["alice", "bob"]
+    (tmp_path / "list.txt").write_text("data/y.wav\n# a comment\n\ndata/x.wav\n")
+    assert [it["id"] for it in collect_items([tmp_path / "list.txt"])] == ["data/x.wav", "data/y.wav"]
+    (tmp_path / "bad.csv").write_text("file,label\nx.wav,A\n")
+    with pytest.raises(ExtractError, match="'path' column"):
+        collect_items([tmp_path / "bad.csv"])
+    with pytest.raises(ExtractError, match="not found"):
+        collect_items([tmp_path / "missing_dir"])
+
+
+def test_shards_partition_the_collection(collection, tmp_path):
+    ids = [it["id"] for it in collect_items([collection])]
+    parts = []
+    for i in (1, 2, 3):
+        s = extract([collection], tmp_path / f"s{i}.h5", sets=[parse_set("random")], shard=f"{i}/3")
+        parts.append(sorted(read_state(tmp_path / f"s{i}.h5")[1].columns["id"]))
+        assert s.total == len(parts[-1])
+        assert all(shard_of(x, 3) == i for x in parts[-1])
+    assert sorted(sum(parts, [])) == sorted(ids)
+    with pytest.raises(ExtractError, match="I/N"):
+        extract([collection], tmp_path / "bad.h5", shard="4/3")
