@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -90,9 +89,11 @@ def model_only(windows: np.ndarray, model, batch_size: int) -> float:
 
 def peak_rss_of_extract(path: Path, out: Path, long: str) -> tuple[float, float]:
     """(peak RSS in MiB, wall seconds) of `convfeat extract` in a fresh child process."""
-    code = ("import resource, sys; from convfeat.cli import main; sys.argv=['convfeat']+sys.argv[1:];\n"
+    # VmHWM is this process's own peak; ru_maxrss would carry over the forking
+    # parent's peak across exec on Linux.
+    code = ("import sys; from convfeat.cli import main; sys.argv=['convfeat']+sys.argv[1:];\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", code, "extract", str(path), "-o", str(out), "-m", "random",
                           "--long", long, "--quiet"], capture_output=True, text=True, cwd=ROOT)

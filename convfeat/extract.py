@@ -297,7 +297,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
             if spec.bn_mode == "calibrated":
                 fs.calibration = ff._calibration_arrays
             feature_sets[name] = fs
-        ff.attrs.update(command=command, shard=shard or "", created=ff.attrs.get("created", ""))
+        ff.attrs.update(command=command, shard=shard or "")
         index = ff.items.index()
         my_ids = [it["id"] for it in items]
         status = ff.items.columns["status"]
@@ -397,9 +397,9 @@ class _Runner:
         import torch
 
         rows, owners = [], []
-        while self.queue and len(rows) < self.batch_size:
+        while self.queue and len(owners) < self.batch_size:
             dec, k = self.queue[0]
-            take = min(self.batch_size - len(rows), dec["windows"] - k)
+            take = min(self.batch_size - len(owners), dec["windows"] - k)
             rows.append(dec["x"][k:k + take])
             owners += [dec["id"]] * take
             if k + take == dec["windows"]:

@@ -566,9 +566,13 @@ def merge(out, shards: Sequence, *, attrs: dict | None = None, allow_pending_jou
     -------
     Path
         ``out``.  Its items are those of all shards, sorted by id; its file
-        attributes are the first shard's (less ``shard``), plus
-        ``merged_from`` (the shard file names, JSON list) and ``attrs``.  Each
-        feature set keeps the first shard's provenance.
+        attributes are the first shard's (less ``shard``, ``command``,
+        ``created``, ``updated``), plus ``created``/``updated`` (now),
+        ``merged_from`` (the shard file names, a JSON list) and ``attrs``.
+        Each feature set keeps the first shard's provenance and the (shared)
+        calibration group; an ``indices`` array in it (rows of ``/items``) is
+        re-pointed at the merged rows when every shard's indices name the same
+        items, and kept as stored otherwise (``ids`` need no change).
 
     Raises
     ------

@@ -19,8 +19,9 @@ Layout (documented in the README, "File format")::
         layer1 … layer5     f4 (N, 32)   convnet sets      (chunked, gzip)
         mfcc                f4 (N, 120)  the MFCC set
         done                u1 (N,)      1 where this set holds the item's feature
-        calibration/        (bn_mode "calibrated") layerK_mean, layerK_var,
-                            indices (the calibration sample, rows of /items)
+        calibration/        (bn_mode "calibrated") layerK_mean, layerK_var, and
+                            ids: item ids of the calibration sample, drawn
+                            from the whole collection so shards share it
 
 Crash safety.  The file is never modified in place: every checkpoint writes a
 complete new file beside it and renames it over the old one (atomic on POSIX),
@@ -273,6 +274,9 @@ class FeatureFile:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+            dfd = os.open(self.path.parent, os.O_RDONLY)  # make the rename durable before
+            os.fsync(dfd)                                  # the journal it replaces is deleted
+            os.close(dfd)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -347,8 +351,13 @@ def read_state(path) -> tuple[dict, Items, dict[str, FeatureSet]]:
             arr = g[c][()]
             cols[c] = (np.array([x.decode() if isinstance(x, bytes) else x for x in arr], dtype=object)
                        if c not in _NUMERIC else arr.astype(_NUMERIC[c]))
-        meta = {k: np.array([x.decode() if isinstance(x, bytes) else x for x in g["meta"][k][()]], dtype=object)
-                for k in g["meta"]}
+        meta = {}
+
+        def _visit(name, obj):  # names may contain "/" (nested groups in HDF5)
+            if isinstance(obj, h5py.Dataset):
+                meta[name] = np.array([x.decode() if isinstance(x, bytes) else x for x in obj[()]], dtype=object)
+
+        g["meta"].visititems(_visit)
         sets = {}
         for name, sg in h["features"].items():
             datasets = {k: sg[k][()].astype(np.float32) for k in sg if isinstance(sg[k], h5py.Dataset)

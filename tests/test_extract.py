@@ -245,3 +245,29 @@ def test_shards_partition_the_collection(collection, tmp_path):
     assert sorted(sum(parts, [])) == sorted(ids)
     with pytest.raises(ExtractError, match="I/N"):
         extract([collection], tmp_path / "bad.h5", shard="4/3")
+
+
+def test_batches_never_exceed_batch_size(tmp_path, monkeypatch):
+    """A long file's windows are spread over batches of at most --batch-size."""
+    import convfeat.extract as ex
+
+    y = np.concatenate([tone(200 + 50 * k, 29.0) for k in range(7)])
+    _write(tmp_path / "in" / "long.wav", y, 12000, subtype="FLOAT")
+    _write(tmp_path / "in" / "short.wav", tone(440, 3.0), 12000)
+    sizes = []
+    model_cls = convfeat.load_model("random").__class__
+    original = model_cls.forward
+
+    def spy(self, batch):
+        sizes.append(batch.shape[0])
+        return original(self, batch)
+
+    monkeypatch.setattr(model_cls, "forward", spy)
+    extract([tmp_path / "in"], tmp_path / "f.h5", sets=[parse_set("random")], batch_size=3,
+            policy=Policy(long="mean"))
+    assert sum(sizes) == 8 and max(sizes) == 3
+    _, feats, _, items = _features(tmp_path / "f.h5")
+    assert list(items.columns["windows"]) == [7, 1]
+    expected = np.mean([convfeat.embed(y[k * 348000:(k + 1) * 348000], 12000, model="random")
+                        for k in range(7)], axis=0)
+    np.testing.assert_allclose(np.concatenate([feats[k][0] for k in LAYERS]), expected, atol=1e-5)
