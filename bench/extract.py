@@ -130,7 +130,7 @@ def main() -> None:
         windows = np.stack([api.prepare(sf.read(p, dtype="float32")[0], SR_SRC) for p in paths])
         t_model = model_only(windows, model, args.batch_size)
         rows.append((f"model only (pre-made windows, batch {args.batch_size})", t_model))
-        for workers in (1, 2):
+        for workers in (0, 1, 2):
             out = tmp / f"f{workers}.h5"
             t0 = time.perf_counter()
             s = extract([tmp / "songs"], out, sets=[parse_set("random")], batch_size=args.batch_size,

@@ -222,7 +222,7 @@ def extract_cmd(
                                     "(the study) or average the features of all windows (see --hop)."),
     hop: float = typer.Option(29.0, min=0.1, help="Seconds between window starts with --long mean."),
     batch_size: int = typer.Option(8, min=1, help="Windows per inference batch (across files)."),
-    workers: int = typer.Option(1, min=0, help="Decoding worker processes (0 or 1: decode in the main process)."),
+    workers: int = typer.Option(1, min=0, help="Decoding worker processes, which overlap decoding with inference (0: decode in the main process)."),
     device: Device = typer.Option(Device.auto, help="Inference device; auto = cuda when available."),
     shard: Optional[str] = typer.Option(None, help="Process only shard I of N (I/N, 1-based): a stable hash "
                                         "of each item id picks its shard. Combine with `convfeat merge`."),

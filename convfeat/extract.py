@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from . import audio
-from .features import LAYER_NAMES, MFCC_WIDTH, UNITS_PER_LAYER, mfcc_feature
+from .features import LAYER_NAMES, MFCC_WIDTH, UNITS_PER_LAYER
 from .frontend import (AMIN, DYNAMIC_RANGE_DB, FMAX, FMIN, HOP, N_FFT, N_MELS, SAMPLE_RATE)
+from .decode import WINDOW_SAMPLES, Policy, decode_item
 from .store import FeatureFile, StoreError
 
-WINDOW_SAMPLES = 348_000
 FEATURE_MODELS = ("choi2017", "choi2017-k2", "random", "mfcc")
 
 
@@ -142,49 +142,16 @@ def parse_set(text: str, bn_mode: str | None = None, seed: int = 0, weights: str
     return spec
 
 
-@dataclass
-class Policy:
-    short: str = "repeat"
-    long: str = "first"
-    hop_seconds: float = 29.0
-
-    def to_dict(self) -> dict:
-        return {"short": self.short, "long": self.long, "hop_seconds": self.hop_seconds,
-                "window_samples": WINDOW_SAMPLES, "sample_rate": SAMPLE_RATE}
-
-
 FRONTEND = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS, "fmin": FMIN,
             "fmax": FMAX, "window": "hann (periodic)", "padding": "same (TF)", "power": 2,
             "db_amin": AMIN, "db_range": DYNAMIC_RANGE_DB, "resampler": "soxr HQ"}
 
 
-# -- decoding worker (no torch here) ---------------------------------------------
-def decode_item(job: tuple) -> dict:
-    """Worker: one item → its model windows (and MFCC), or a failure reason."""
-    item, policy, want_mfcc = job
-    out = {"id": item["id"], "status": "ok", "reason": "", "duration": float("nan"),
-           "source_sr": 0, "channels": 0, "windows": 0}
-    try:
-        max_seconds = WINDOW_SAMPLES / SAMPLE_RATE if policy.long == "first" else None
-        y, info = audio.read_resampled(item["source"], SAMPLE_RATE, max_seconds=max_seconds)
-        out.update(info)
-        if y.size == 0:
-            raise audio.AudioDecodeError(f"{item['source']}: empty audio (0 samples)")
-        hop = int(round(policy.hop_seconds * SAMPLE_RATE))
-        wins = audio.split_windows(y, WINDOW_SAMPLES, hop, policy.long, policy.short)
-        out["windows"] = int(wins.shape[0])
-        out["x"] = wins
-        if want_mfcc:
-            out["mfcc"] = np.mean([mfcc_feature(w, SAMPLE_RATE) for w in wins], axis=0).astype(np.float32)
-    except audio.AudioDecodeError as exc:
-        out.update(status="failed", reason=str(exc).replace(item["source"], item["path"]))
-    except Exception as exc:  # a decoder crashing on one file must not stop the run
-        out.update(status="failed", reason=f"{item['path']}: {type(exc).__name__}: {exc}")
-    return out
-
-
+# -- decoding ---------------------------------------------------------------------
 def _decoded_stream(jobs: list, workers: int):
-    if workers <= 1:
+    """Decoded items in input order: in this process (``workers == 0``) or in
+    ``workers`` processes, which then overlap decoding with inference."""
+    if workers <= 0:
         for job in jobs:
             yield decode_item(job)
         return

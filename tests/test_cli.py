@@ -109,3 +109,35 @@ def test_help_documents_bn_modes_and_default():
     text = " ".join(result.stdout.split())
     for word in ("instance", "calibrated", "batch", "stored", "--top-k", "--json", "--weights"):
         assert word in text
+
+
+def test_extract_info_export_merge_from_the_command_line(wavs, tmp_path):
+    folder = wavs[0].parent
+    out = tmp_path / "all.h5"
+    res = runner.invoke(app, ["extract", str(folder), "-o", str(out), "-m", "random", "-m", "mfcc", "--quiet"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(runner.invoke(app, ["info", str(out), "--json"]).stdout)
+    assert info["n_items"] == 3 and set(info["sets"]) == {"random", "mfcc"}
+    text = runner.invoke(app, ["info", str(out)]).stdout
+    assert "random" in text and "mfcc" in text
+    res = runner.invoke(app, ["export", str(out), "-o", str(tmp_path / "npy"), "--features", "random",
+                              "--layers", "5"])
+    assert res.exit_code == 0, res.output
+    X = np.load(tmp_path / "npy" / "X.npy")
+    ids, ref = convfeat.load(out, features="random", layers="5")
+    np.testing.assert_array_equal(X, ref)
+    assert (tmp_path / "npy" / "ids.txt").read_text().split() == list(ids)
+    shards = []
+    for i in (1, 2):
+        shards.append(tmp_path / f"s{i}.h5")
+        res = runner.invoke(app, ["extract", str(folder), "-o", str(shards[-1]), "-m", "random", "-m", "mfcc",
+                                  "--shard", f"{i}/2", "--quiet"])
+        assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["merge", str(tmp_path / "merged.h5"), *map(str, shards)])
+    assert res.exit_code == 0, res.output
+    m_ids, m_X = convfeat.load(tmp_path / "merged.h5", features="mfcc+random")
+    a_ids, a_X = convfeat.load(out, features="mfcc+random")
+    assert list(m_ids) == list(a_ids)
+    np.testing.assert_allclose(m_X, a_X, atol=1e-5)
+    bad = runner.invoke(app, ["info", str(wavs[0])])
+    assert bad.exit_code == 2 and "error:" in bad.output

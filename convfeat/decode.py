@@ -1,0 +1,54 @@
+"""Decoding worker: one item → model windows (and MFCC), or a failure reason.
+
+Kept free of torch so that worker processes start in a fraction of a second.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import audio
+from .features import mfcc_feature
+
+SAMPLE_RATE = 12000
+WINDOW_SAMPLES = 348_000  # 29 s at 12 kHz
+
+
+@dataclass
+class Policy:
+    """Length policy: ``short`` repeat|pad, ``long`` first|mean, ``hop_seconds``."""
+
+    short: str = "repeat"
+    long: str = "first"
+    hop_seconds: float = 29.0
+
+    def to_dict(self) -> dict:
+        return {"short": self.short, "long": self.long, "hop_seconds": self.hop_seconds,
+                "window_samples": WINDOW_SAMPLES, "sample_rate": SAMPLE_RATE}
+
+
+def decode_item(job: tuple) -> dict:
+    """``(item, policy, want_mfcc)`` → dict with ``id``, ``status``, ``reason``,
+    ``duration``, ``source_sr``, ``channels``, ``windows`` and, when ok, ``x``
+    (``(windows, 348000)`` float32 at 12 kHz) and ``mfcc`` (``(120,)``)."""
+    item, policy, want_mfcc = job
+    out = {"id": item["id"], "status": "ok", "reason": "", "duration": float("nan"),
+           "source_sr": 0, "channels": 0, "windows": 0}
+    try:
+        max_seconds = WINDOW_SAMPLES / SAMPLE_RATE if policy.long == "first" else None
+        y, info = audio.read_resampled(item["source"], SAMPLE_RATE, max_seconds=max_seconds)
+        out.update(info)
+        if y.size == 0:
+            raise audio.AudioDecodeError(f"{item['source']}: empty audio (0 samples)")
+        hop = int(round(policy.hop_seconds * SAMPLE_RATE))
+        wins = audio.split_windows(y, WINDOW_SAMPLES, hop, policy.long, policy.short)
+        out["windows"] = int(wins.shape[0])
+        out["x"] = wins
+        if want_mfcc:
+            out["mfcc"] = np.mean([mfcc_feature(w, SAMPLE_RATE) for w in wins], axis=0).astype(np.float32)
+    except audio.AudioDecodeError as exc:
+        out.update(status="failed", reason=str(exc).replace(item["source"], item["path"]))
+    except Exception as exc:  # a decoder crashing on one file must not stop the run
+        out.update(status="failed", reason=f"{item['path']}: {type(exc).__name__}: {exc}")
+    return out
