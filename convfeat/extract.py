@@ -280,13 +280,11 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
         try:
             for decoded in _decoded_stream(jobs, workers):
                 runner.add(decoded)
-                for finished in runner.pop_finished():
-                    bar.advance(finished)
+                bar.advance(runner.pop_finished())
                 if runner.stop:
                     break
             runner.flush()
-            for finished in runner.pop_finished():
-                bar.advance(finished)
+            bar.advance(runner.pop_finished())
         finally:
             bar.close()
             ff.checkpoint()
@@ -434,21 +432,22 @@ class _Progress:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
-        self.progress = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(),
+        self.progress = Progress(TextColumn("extract"), BarColumn(bar_width=24), MofNCompleteColumn(),
                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                                  TimeRemainingColumn(), transient=False)
         self.task = self.progress.add_task("extract", total=total, rate="")
         self.progress.start()
 
     def advance(self, finished: list) -> None:
-        if not self.enabled:
+        """Count ``finished`` item updates (a list of dicts)."""
+        if not self.enabled or not finished:
             return
         self.audio += sum(u["duration"] for u in finished if u["status"] == "ok" and np.isfinite(u["duration"]))
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
         done = self.progress.tasks[0].completed + len(finished)
         self.progress.update(self.task, advance=len(finished),
-                             rate=f"{done / elapsed:.1f} items/s, {self.audio / 3600 / elapsed * 3600:.2f} audio h/h")
-        
+                             rate=f"{done / elapsed:.1f} items/s {self.audio / 3600 / elapsed:.3f} audio h/s")
+
     def close(self) -> None:
         if self.enabled:
             self.progress.stop()

@@ -75,7 +75,7 @@ def test_round_trip_equals_embed(collection, tmp_path):
 
 def test_same_features_whatever_workers_batch_size_and_order(collection, tmp_path):
     files = sorted(str(p) for p in collection.rglob("*") if p.is_file())
-    a = extract(files, tmp_path / "a.h5", sets=[parse_set("random")], workers=1, batch_size=1)
+    a = extract(files, tmp_path / "a.h5", sets=[parse_set("random")], workers=0, batch_size=1, progress=True)
     b = extract(files[::-1], tmp_path / "b.h5", sets=[parse_set("random")], workers=2, batch_size=16)
     assert a.failed == b.failed == []
     ids_a, fa, _, _ = _features(tmp_path / "a.h5")
