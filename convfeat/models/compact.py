@@ -174,11 +174,15 @@ class CompactConvnet(nn.Module):
         x = self.spectrogram(y, mode)
         out: dict[str, torch.Tensor] = {}
         for name, block in zip(LAYER_NAMES, self.blocks):
-            x = nn.functional.elu(block.bn(block.conv(x), mode), inplace=True)
+            x = block.bn(block.conv(x), mode)
             if self.config.feature_point == "pre_pool":
+                x = nn.functional.elu(x, inplace=True)
                 out[name] = x.mean(dim=(2, 3))
-            x = nn.functional.max_pool2d(x, block.pool)
-            if self.config.feature_point == "pooled":
+                x = nn.functional.max_pool2d(x, block.pool)
+            else:
+                # ELU is increasing, so it commutes with max-pooling: applying it
+                # after the pool gives the same values on an 8-40x smaller tensor.
+                x = nn.functional.elu(nn.functional.max_pool2d(x, block.pool), inplace=True)
                 out[name] = x.mean(dim=(2, 3))
         if self.head is not None:
             out["tags"] = torch.sigmoid(self.head(x.amax(dim=(2, 3))))
