@@ -128,13 +128,16 @@ def split_windows(y: np.ndarray, n: int, hop: int, long: str = "first", short: s
 
 
 def read_resampled(path: str | Path, sr_out: int, max_seconds: float | None = None,
-                   block_seconds: float = 30.0) -> tuple[np.ndarray, dict]:
+                   block_seconds: float = 30.0, offset: float = 0.0,
+                   duration: float | None = None) -> tuple[np.ndarray, dict]:
     """Decode ``path`` → (mono float32 signal at ``sr_out``, info dict).
 
     Streams through libsndfile in blocks (mix-down and soxr resampling per
     block), so memory holds the 12-kHz result, never the whole decoded source.
     With ``max_seconds`` only that much (plus one second of resampler context)
     is read, and the output equals ``resample(load(path)[0], …)`` on that span.
+    ``offset`` / ``duration`` (seconds) select a segment of the file (e.g. an
+    annotated excerpt); the segment is then treated as the whole signal.
     Formats libsndfile cannot read go through :func:`load` (ffmpeg fallback).
     info: ``duration`` (s), ``source_sr``, ``channels``.
     Raises :class:`AudioDecodeError` (undecodable, empty, non-finite samples).
@@ -146,15 +149,23 @@ def read_resampled(path: str | Path, sr_out: int, max_seconds: float | None = No
         snd = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError):
         y, sr = load(path)  # fallback decoder; raises AudioDecodeError itself
+        y = y[int(offset * sr): None if duration is None else int(offset * sr) + int(round(duration * sr))]
         info = {"duration": y.size / sr, "source_sr": sr, "channels": 0}
         if max_seconds is not None:
             y = y[: int(np.ceil(max_seconds * sr)) + sr]
         return _checked(resample(y, sr, sr_out), path), info
     with snd:
         sr, channels, frames = int(snd.samplerate), int(snd.channels), int(snd.frames)
+        if offset or duration is not None:
+            first = min(frames, max(0, int(round(offset * sr))))
+            last = frames if duration is None else min(frames, first + int(round(duration * sr)))
+            if first:
+                snd.seek(first)
+            frames = last - first
         info = {"duration": frames / sr if sr else float("nan"), "source_sr": sr, "channels": channels}
-        if frames == 0:
-            raise AudioDecodeError(f"{path}: empty audio (0 samples)")
+        if frames <= 0:
+            raise AudioDecodeError(f"{path}: empty audio (0 samples"
+                                   f"{' in the segment' if offset or duration is not None else ''})")
         want = frames if max_seconds is None else min(frames, int(np.ceil(max_seconds * sr)) + sr)
         if max_seconds is not None or want <= block_seconds * sr * 4:
             mono = mixdown(snd.read(want, dtype="float32", always_2d=True))
@@ -163,9 +174,11 @@ def read_resampled(path: str | Path, sr_out: int, max_seconds: float | None = No
 
         stream = soxr.ResampleStream(sr, sr_out, 1, dtype="float32", quality="HQ") if sr != sr_out else None
         out, block = [], int(block_seconds * sr)
+        left = frames
         while True:
-            y = snd.read(block, dtype="float32", always_2d=True)
-            last = y.shape[0] < block
+            y = snd.read(min(block, left), dtype="float32", always_2d=True)
+            left -= y.shape[0]
+            last = left <= 0 or y.shape[0] == 0
             mono = _checked(mixdown(y), path)
             out.append(stream.resample_chunk(mono, last=last) if stream else mono)
             if last:

@@ -14,6 +14,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Transfer-learning features for music and audio (Choi et al. 2017 convnet).")
 weights_app = typer.Typer(no_args_is_help=True, help="List, fetch and verify published model weights.")
 app.add_typer(weights_app, name="weights")
+from .cli_datasets import register as _register_datasets  # noqa: E402  (sub-commands in their own module)
+
+_register_datasets(app)
 
 
 class ModelName(str, Enum):

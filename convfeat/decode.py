@@ -28,6 +28,19 @@ class Policy:
                 "window_samples": WINDOW_SAMPLES, "sample_rate": SAMPLE_RATE}
 
 
+def segment_of(item: dict) -> tuple[float, float | None]:
+    """``(offset, duration)`` in seconds from an item's ``segment_start`` /
+    ``segment_end`` metadata (manifest columns); ``(0, None)``: the whole file."""
+    meta = item.get("meta") or {}
+    start, end = meta.get("segment_start", ""), meta.get("segment_end", "")
+    offset = float(start) if str(start).strip() else 0.0
+    if str(end).strip():
+        if float(end) <= offset:
+            raise audio.AudioDecodeError(f"{item['source']}: segment_end {end} is not after segment_start {offset}")
+        return offset, float(end) - offset
+    return offset, None
+
+
 def decode_item(job: tuple) -> dict:
     """``(item, policy, want_mfcc)`` → dict with ``id``, ``status``, ``reason``,
     ``duration``, ``source_sr``, ``channels``, ``windows`` and, when ok, ``x``
@@ -37,7 +50,9 @@ def decode_item(job: tuple) -> dict:
            "source_sr": 0, "channels": 0, "windows": 0}
     try:
         max_seconds = WINDOW_SAMPLES / SAMPLE_RATE if policy.long == "first" else None
-        y, info = audio.read_resampled(item["source"], SAMPLE_RATE, max_seconds=max_seconds)
+        seg = segment_of(item)
+        y, info = audio.read_resampled(item["source"], SAMPLE_RATE, max_seconds=max_seconds, offset=seg[0],
+                                       duration=seg[1])
         out.update(info)
         if y.size == 0:
             raise audio.AudioDecodeError(f"{item['source']}: empty audio (0 samples)")

@@ -271,3 +271,19 @@ def test_batches_never_exceed_batch_size(tmp_path, monkeypatch):
     expected = np.mean([convfeat.embed(y[k * 348000:(k + 1) * 348000], 12000, model="random")
                         for k in range(7)], axis=0)
     np.testing.assert_allclose(np.concatenate([feats[k][0] for k in LAYERS]), expected, atol=1e-5)
+
+
+def test_manifest_segments_are_embedded_alone(tmp_path):
+    """segment_start / segment_end (e.g. Jamendo annotations) select part of a file."""
+    song = np.concatenate([tone(300, 4.0), noise(6.0, seed=9), chirp(200, 2000, 5.0)])
+    _write(tmp_path / "song.wav", song, 12000, subtype="FLOAT")
+    (tmp_path / "m.csv").write_text("id,path,segment_start,segment_end,label\n"
+                                    "s#0,song.wav,0,4,a\ns#1,song.wav,4,10,b\ns#2,song.wav,10,,c\n"
+                                    "s#3,song.wav,9,9,d\n")
+    summary = extract([tmp_path / "m.csv"], tmp_path / "f.h5", sets=[parse_set("random")], workers=0)
+    assert [i for i, _ in summary.failed] == ["s#3"]
+    ids, feats, done, items = _features(tmp_path / "f.h5")
+    assert items.columns["duration"][:3].tolist() == [4.0, 6.0, 5.0]
+    for i, (a, b) in enumerate([(0, 4), (4, 10), (10, 15)]):
+        expected = convfeat.embed(song[a * 12000:b * 12000], 12000, model="random")
+        np.testing.assert_allclose(np.concatenate([feats[k][i] for k in LAYERS]), expected, atol=1e-5)
