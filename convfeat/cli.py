@@ -298,6 +298,34 @@ def merge_cmd(out: Path = typer.Argument(..., help="Merged HDF5 file to write.")
     typer.echo(f"merged {len(shards)} files -> {path}")
 
 
+@app.command("run")
+@friendly_errors
+def run_cmd(
+    experiment: Path = typer.Argument(..., help="Experiment TOML file (see the README, 'Experiments')."),
+    jobs: Optional[int] = typer.Option(None, help="Processes for the evaluation (default: all cores)."),
+    workers: int = typer.Option(1, min=0, help="Decoding worker processes for extraction."),
+    force: bool = typer.Option(False, help="Redo the manifest and the evaluation even if they are current."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final table."),
+):
+    """Dataset -> manifest -> features -> evaluation -> report, in one command.
+
+    Resumable: every step whose output is current is skipped (extraction
+    resumes where it stopped).
+    """
+    from . import evaluate as ev
+    from .experiment import ExperimentError, run_experiment
+
+    log = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
+    try:
+        out = run_experiment(experiment, jobs=jobs, workers=workers, force=force, log=log,
+                             progress=not quiet and sys.stderr.isatty())
+    except ExperimentError as exc:
+        _fail(str(exc))
+    if out.get("results"):
+        typer.echo(ev.format_table(out["results"], out["tests"]))
+    typer.echo(f"report: {out['report']} ({', '.join(f'{k} {v}' for k, v in out['steps'].items())})")
+
+
 @app.command("demo")
 @friendly_errors
 def demo(

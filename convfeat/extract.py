@@ -287,7 +287,8 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
             bar.advance(runner.pop_finished())
         finally:
             bar.close()
-            ff.checkpoint()
+            if ff.dirty:  # a run with nothing to do leaves the file byte-for-byte as it was
+                ff.checkpoint()
         del my_ids
     failed = [(u["id"], u["reason"]) for u in runner.all_failed]
     return Summary(out, len(items), done_before, runner.n_processed, failed, time.perf_counter() - t0,

@@ -128,6 +128,7 @@ class FeatureFile:
         self._journal_seq = 0
         self._replayed: list[dict] = []
         self.last_checkpoint_seconds = 0.0
+        self.dirty = False  # anything to write at the next checkpoint
 
     # -- lifecycle ------------------------------------------------------------
     def __enter__(self) -> "FeatureFile":
@@ -146,6 +147,8 @@ class FeatureFile:
         os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
         if self.path.exists():
             self._load()
+        else:
+            self.dirty = True
         self._replay_journal()
         return self
 
@@ -172,6 +175,7 @@ class FeatureFile:
                 fresh.append(r)
                 seen.add(r["id"])
         self.items.append(fresh)
+        self.dirty |= bool(fresh)
         for fs in self.sets.values():
             fs.resize(len(self.items))
         self._apply(self._replayed)
@@ -190,6 +194,7 @@ class FeatureFile:
         fs = FeatureSet(name, {k: np.zeros((n, w), np.float32) for k, w in widths.items()},
                         np.zeros(n, bool), config, provenance)
         self.sets[name] = fs
+        self.dirty = True
         self._apply(self._replayed)
         return fs
 
@@ -201,6 +206,7 @@ class FeatureFile:
         "channels", "windows", "features": {set: {dataset: (width,) array}}}``.
         """
         self._apply(updates)
+        self.dirty = True
         self.journal_dir.mkdir(exist_ok=True)
         self._journal_seq += 1
         payload = {"updates": json.dumps([{k: v for k, v in u.items() if k != "features"} for u in updates],
@@ -258,6 +264,7 @@ class FeatureFile:
             for u in updates:
                 u["configs"] = configs
             self._replayed.extend(updates)
+            self.dirty = True
         self._apply(self._replayed)
 
     def checkpoint(self, attrs: dict | None = None) -> None:
@@ -285,6 +292,7 @@ class FeatureFile:
                 entry.unlink()
             self.journal_dir.rmdir()
         self._replayed = []
+        self.dirty = False
         self.last_checkpoint_seconds = time.perf_counter() - start
 
 
