@@ -177,3 +177,20 @@ def test_tag_batch_equals_model_batch_forward(theano_weights, example_clip):
 def test_tf_weights_have_no_tag_head(tf_weights):
     with pytest.raises(ValueError, match="no tag head"):
         convfeat.tag(noise(2.0), SR, weights=tf_weights)
+
+
+def test_ffmpeg_fallback_decodes_other_formats(tmp_path):
+    """Formats libsndfile cannot read go through ffmpeg when it is installed."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed (the fallback decoder is optional)")
+    wav = tmp_path / "x.wav"
+    sf.write(wav, tone(440, 2.0, sr=22050), 22050)
+    m4a = tmp_path / "x.m4a"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), str(m4a)], check=True)
+    y, sr = audio.load(m4a)
+    assert sr == 22050 and abs(y.size - 44100) < 4096
+    spectrum = np.abs(np.fft.rfft(y[:32768]))
+    assert np.argmax(spectrum) * sr / 32768 == pytest.approx(440, abs=3)
