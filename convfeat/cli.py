@@ -17,6 +17,9 @@ app.add_typer(weights_app, name="weights")
 from .cli_datasets import register as _register_datasets  # noqa: E402  (sub-commands in their own module)
 
 _register_datasets(app)
+from .cli_evaluate import register as _register_evaluate  # noqa: E402
+
+_register_evaluate(app)
 
 
 class ModelName(str, Enum):
