@@ -80,6 +80,11 @@ STUDY_GAMMAS = tuple(0.5 ** i for i in (3, 5, 7, 9, 11, 13)) + ("auto",)
 LINEAR_C = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)         # logistic regression
 RIDGE_ALPHA = (1e-2, 0.1, 1.0, 10.0, 100.0, 1e3)        # ridge
 PRECOMPUTE_MAX_ITEMS = 5000   # above this the SVM head uses the plain estimators (memory)
+# libsvm iterations per fit.  The study's scikit-learn had no cap; a few linear-kernel SVR points on
+# features need 10^7-10^9 iterations (seconds to hours per fit; ~1 µs per iteration).  Fits stopped at the cap are
+# recorded in Result.capped and the report; a best (reported) point that stopped at the cap is re-run
+# without it, so the reported figure always comes from converged fits.  -1 removes the cap.
+DEFAULT_MAX_ITER = 1_000_000
 
 
 class EvaluationError(ValueError):
@@ -422,7 +427,7 @@ def _check_class_counts(y, n_folds: int, where: str = "") -> None:
     values, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
     small = [(v, c) for v, c in zip(values, counts) if c < n_folds]
     if small:
-        listed = ", ".join(f"{v!r} ({c} item{'s' if c != 1 else ''})" for v, c in small[:5])
+        listed = ", ".join(f"{str(v)!r} ({c} item{'s' if c != 1 else ''})" for v, c in small[:5])
         more = f" and {len(small) - 5} more" if len(small) > 5 else ""
         raise EvaluationError(f"class {listed}{more} has fewer items than the {n_folds} folds{where}; use fewer "
                               "folds (--folds), or merge or drop the class")
@@ -532,14 +537,15 @@ def make_splits(y, task: str = "classification", *, n_folds: int = 10, shuffle: 
     return Splits(list(cv.split(np.zeros(n))), f"{n_folds}-fold ({how})", "kfold", n_folds, shuffle, seed)
 
 
-def _inner_splits(y, task: str, train: np.ndarray, n_inner: int, outer: Splits) -> list:
+def _inner_splits(y, task: str, train: np.ndarray, n_inner: int, outer: Splits, classes=None) -> list:
     """Inner folds (indices into the outer training fold) for nested CV."""
     y_tr = y[train]
     groups = outer.groups[train] if outer.groups is not None else None
     if task == "classification":
-        values, counts = np.unique(y_tr.astype(str), return_counts=True)
+        values, counts = np.unique(y_tr, return_counts=True)
         if counts.min() < n_inner:
             small = values[counts.argmin()]
+            small = str(classes[small]) if classes else str(small)
             raise EvaluationError(f"class {small!r} has {counts.min()} items in an outer training fold, fewer than "
                                   f"the {n_inner} inner folds of nested CV; use fewer inner folds (--inner-folds) "
                                   "or --protocol study")
@@ -614,13 +620,13 @@ def _num(v) -> str:
     return f"{v:g}" if isinstance(v, (int, float)) else str(v)
 
 
-def _make_estimator(task: str, point: dict, n_features: int, binary: bool = False):
+def _make_estimator(task: str, point: dict, n_features: int, max_iter: int = -1):
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.svm import SVC, SVR
 
     if "kernel" in point:
         gamma = 1.0 / n_features if point.get("gamma") == "auto" else point.get("gamma", "scale")
-        kw = {"C": point["C"], "kernel": point["kernel"]}
+        kw = {"C": point["C"], "kernel": point["kernel"], "max_iter": max_iter}
         if point["kernel"] == "rbf":
             kw["gamma"] = gamma
         return SVR(**kw) if task == "regression" else SVC(**kw)
@@ -643,58 +649,106 @@ def _scaled(X, train, rows, on: bool) -> np.ndarray:
     return np.asarray(scaler.transform(X[rows]), dtype=np.float64)
 
 
-def _fit_predict_kernel(task, K_tr, y_tr, K_te, C, multilabel_cols=None):
-    """SVC/SVR on a precomputed kernel → predictions (or decision scores per tag)."""
+def _capped(est, max_iter) -> bool:
+    """Did a libsvm fit stop at the iteration cap (not converged)?"""
+    n_iter = getattr(est, "n_iter_", None)
+    return bool(max_iter and max_iter > 0 and n_iter is not None and np.max(n_iter) >= max_iter)
+
+
+def _fit(est, X, y, max_iter):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: recorded through _capped
+        est.fit(X, y)
+    return est, _capped(est, max_iter)
+
+
+def _fit_predict(task, make, X_tr, y_tr, X_te, max_iter):
+    """Fit ``make()`` (an SVC/SVR/linear estimator) → (test outputs, stopped at the cap)."""
+    if task == "regression":
+        est, cap = _fit(make(), X_tr, y_tr, max_iter)
+        return est.predict(X_te), cap
+    if task == "classification":
+        if len(np.unique(y_tr)) == 1:
+            return np.full(X_te.shape[0], y_tr[0]), False
+        est, cap = _fit(make(), X_tr, y_tr, max_iter)
+        return est.predict(X_te), cap
+    out = np.zeros((X_te.shape[0], y_tr.shape[1]))
+    any_cap = False
+    for j in range(y_tr.shape[1]):  # one-vs-rest: one binary head per tag
+        col = y_tr[:, j]
+        if col.min() == col.max():
+            out[:, j] = 1.0 if col[0] else -1.0
+        else:
+            est, cap = _fit(make(), X_tr, col, max_iter)
+            out[:, j] = est.decision_function(X_te)
+            any_cap |= cap
+    return out, any_cap
+
+
+def _fit_predict_kernel(task, K_tr, y_tr, K_te, C, max_iter):
+    """SVC/SVR on a precomputed kernel → (predictions or decision scores per tag, capped)."""
     from sklearn.svm import SVC, SVR
 
-    if task == "regression":
-        return SVR(kernel="precomputed", C=C).fit(K_tr, y_tr).predict(K_te)
-    if task == "classification":
-        if len(np.unique(y_tr)) == 1:
-            return np.full(K_te.shape[0], y_tr[0])
-        return SVC(kernel="precomputed", C=C).fit(K_tr, y_tr).predict(K_te)
-    out = np.zeros((K_te.shape[0], y_tr.shape[1]))
-    for j in range(y_tr.shape[1]):
-        col = y_tr[:, j]
-        if col.min() == col.max():
-            out[:, j] = 1.0 if col[0] else -1.0
-        else:
-            out[:, j] = SVC(kernel="precomputed", C=C).fit(K_tr, col).decision_function(K_te)
+    cls = SVR if task == "regression" else SVC
+    return _fit_predict(task, lambda: cls(kernel="precomputed", C=C, max_iter=max_iter), K_tr, y_tr, K_te, max_iter)
+
+
+def _fit_predict_plain(task, point, Z_tr, y_tr, Z_te, max_iter):
+    return _fit_predict(task, lambda: _make_estimator(task, point, Z_tr.shape[1], max_iter), Z_tr, y_tr, Z_te,
+                        max_iter)
+
+
+def _seq_dot(A: np.ndarray, B: np.ndarray, block: int = 64) -> np.ndarray:
+    """``A @ B.T`` with every dot product summed feature by feature, in order.
+
+    That is how libsvm sums its dot products; BLAS sums in another order, and
+    the last-bit differences are enough to send libsvm's SMO solver down
+    another path (SVR scores then differ by up to ~1e-3).  With the same
+    order the precomputed kernels reproduce the plain estimators' fits.
+    """
+    out = np.empty((A.shape[0], B.shape[0]))
+    BT = np.ascontiguousarray(B.T)
+    for s in range(0, A.shape[0], block):
+        a = A[s:s + block]
+        acc = np.zeros((a.shape[0], B.shape[0]))
+        tmp = np.empty_like(acc)
+        for k in range(A.shape[1]):
+            np.multiply(a[:, k, None], BT[k][None, :], out=tmp)
+            acc += tmp
+        out[s:s + block] = acc
     return out
 
 
-def _fit_predict_plain(task, point, Z_tr, y_tr, Z_te):
-    est = _make_estimator(task, point, Z_tr.shape[1])
-    if task == "regression":
-        return est.fit(Z_tr, y_tr).predict(Z_te)
-    if task == "classification":
-        if len(np.unique(y_tr)) == 1:
-            return np.full(Z_te.shape[0], y_tr[0])
-        return est.fit(Z_tr, y_tr).predict(Z_te)
-    out = np.zeros((Z_te.shape[0], y_tr.shape[1]))
-    for j in range(y_tr.shape[1]):
-        col = y_tr[:, j]
-        if col.min() == col.max():
-            out[:, j] = 1.0 if col[0] else -1.0
-        else:
-            e = _make_estimator(task, point, Z_tr.shape[1]).fit(Z_tr, col)
-            out[:, j] = e.decision_function(Z_te)
+def _seq_sqdist(A: np.ndarray, B: np.ndarray, block: int = 64) -> np.ndarray:
+    """Squared distances summed feature by feature (libsvm's RBF at prediction time)."""
+    out = np.empty((A.shape[0], B.shape[0]))
+    BT = np.ascontiguousarray(B.T)
+    for s in range(0, A.shape[0], block):
+        a = A[s:s + block]
+        acc = np.zeros((a.shape[0], B.shape[0]))
+        tmp = np.empty_like(acc)
+        for k in range(A.shape[1]):
+            np.subtract(a[:, k, None], BT[k][None, :], out=tmp)
+            tmp *= tmp
+            acc += tmp
+        out[s:s + block] = acc
     return out
 
 
-def _fold_outputs(X, y, task: str, train, test, points: list[dict], precompute: bool | str = "auto") -> list:
-    """Test-fold outputs of every grid point: a list aligned with ``points``.
+def _fold_outputs(X, y, task: str, train, test, points: list[dict], precompute: bool | str = "auto",
+                  max_iter: int = -1) -> tuple[list, list]:
+    """Test-fold outputs of every grid point, and whether each stopped at ``max_iter``.
 
     Classification: predicted class codes; regression: predictions;
     multilabel: ``(n_test, T)`` decision scores.  SVM points use
     precomputed kernels: per scaler setting the fold's Gram matrix G and
-    squared distances D (train ∪ test rows) are computed once; RBF points use
-    ``exp(-γ D)`` and linear points G, both exactly the kernels libsvm
-    computes from the features.
+    squared distances D are computed once (with libsvm's own arithmetic,
+    :func:`_seq_dot`); RBF points use ``exp(-γ D)`` and linear points G.
     """
     train = np.asarray(train)
     test = np.asarray(test)
     outputs: list = [None] * len(points)
+    capped: list = [False] * len(points)
     y_tr = y[train]
     n_rows = len(train) + len(test)
     if precompute == "auto":
@@ -710,9 +764,10 @@ def _fold_outputs(X, y, task: str, train, test, points: list[dict], precompute: 
         svm_idx = [i for i in idx if "kernel" in points[i]]
         plain_idx = [i for i in idx if "kernel" not in points[i]]
         if svm_idx and precompute:
-            G = Z @ Z.T
-            sq = np.einsum("ij,ij->i", Z, Z)
-            D = None
+            A, B = Z[:ntr], Z[ntr:]
+            G = _seq_dot(A, A)                  # libsvm's dot(x_i, x_j), summed in the same order
+            sq = np.diagonal(G).copy()          # libsvm's x_square
+            G_te = D_tr = D_te = None
             kernels: dict = {}
             for i in svm_idx:
                 p = points[i]
@@ -720,21 +775,22 @@ def _fold_outputs(X, y, task: str, train, test, points: list[dict], precompute: 
                 kernels.setdefault(key, []).append(i)
             for key, members in kernels.items():
                 if key == "linear":
-                    K = G
+                    if G_te is None:
+                        G_te = _seq_dot(B, A)
+                    K_tr, K_te = G, G_te
                 else:
-                    if D is None:
-                        D = sq[:, None] + sq[None, :] - 2.0 * G
-                        np.maximum(D, 0.0, out=D)
-                    K = np.exp(-key * D)
-                K_tr = np.ascontiguousarray(K[:ntr, :ntr])
-                K_te = np.ascontiguousarray(K[ntr:, :ntr])
+                    if D_tr is None:
+                        D_tr = sq[:, None] + sq[None, :] - 2.0 * G   # training: x_sq[i] + x_sq[j] - 2 dot
+                        D_te = _seq_sqdist(B, A)                     # prediction: sum of squared differences
+                    K_tr = np.exp(-key * D_tr)
+                    K_te = np.exp(-key * D_te)
                 for i in members:
-                    outputs[i] = _fit_predict_kernel(task, K_tr, y_tr, K_te, points[i]["C"])
+                    outputs[i], capped[i] = _fit_predict_kernel(task, K_tr, y_tr, K_te, points[i]["C"], max_iter)
         else:
             plain_idx = idx
         for i in plain_idx:
-            outputs[i] = _fit_predict_plain(task, points[i], Z[:ntr], y_tr, Z[ntr:])
-    return outputs
+            outputs[i], capped[i] = _fit_predict_plain(task, points[i], Z[:ntr], y_tr, Z[ntr:], max_iter)
+    return outputs, capped
 
 
 # =====================================================================================
@@ -760,6 +816,20 @@ def _metric_values(task: str, y_true, out, only_primary: bool = False) -> dict:
     if not only_primary:
         res["pr_auc"] = float(np.mean([average_precision_score(y_true[:, j], out[:, j]) for j in cols]))
     return res
+
+
+def _fast_metric(task: str, metric: str, y_true, out) -> float:
+    """accuracy / r2 / rmse in plain NumPy (bootstrap loops); other metrics through scikit-learn."""
+    if metric == "accuracy":
+        return float(np.mean(np.asarray(y_true) == np.asarray(out)))
+    if metric in ("r2", "rmse"):
+        y_true = np.asarray(y_true, float)
+        res = float(np.sum((y_true - out) ** 2))
+        if metric == "rmse":
+            return math.sqrt(res / len(y_true))
+        tot = float(np.sum((y_true - y_true.mean()) ** 2))
+        return 1.0 - res / tot if tot > 0 else float("nan")
+    return _metric_values(task, y_true, out)[metric]
 
 
 def _primary(task: str) -> str:
@@ -819,6 +889,9 @@ class Result:
     splits: str = ""
     seconds: float = 0.0
     n_features: int = 0
+    capped: list = field(default_factory=list)
+    best_index: int = -1
+    best_capped: bool = False
 
     @property
     def primary(self) -> str:
@@ -846,7 +919,7 @@ class Result:
                 "metric": self.primary, "metrics": {m: self.summary(m) for m in self.metrics},
                 "n_train": self.n_train.tolist(), "n_test": self.n_test.tolist(),
                 "params": [_describe_point(p) for p in self.params], "grid_scores": self.grid_scores,
-                "seconds": self.seconds}
+                "not_converged": self.capped, "seconds": self.seconds}
 
 
 def _t_quantile(df: int) -> float:
@@ -880,9 +953,9 @@ def _interval(s, n_train, n_test, result: Result | None = None, metric: str | No
     rng = np.random.default_rng(0)
     n = len(result.y_true)
     vals = []
-    for _ in range(1000):
+    for _ in range(1000 if metric in ("accuracy", "r2", "rmse") else 200):
         b = rng.integers(0, n, n)
-        v = _metric_values(result.task, result.y_true[b], result.y_pred[b])[metric]
+        v = _fast_metric(result.task, metric, result.y_true[b], result.y_pred[b])
         if np.isfinite(v):
             vals.append(v)
     if not vals:
@@ -908,61 +981,97 @@ def _encode(y, task):
     return y.astype(np.int8), []
 
 
-def _study_unit(X, y, task, train, test, points, precompute):
-    return _fold_outputs(X, y, task, train, test, points, precompute)
+def _split_labels(y, task):
+    """What the folds are stratified on: class names (so errors name them); nothing otherwise."""
+    return np.asarray(y).astype(str) if task == "classification" else np.zeros(len(y))
 
 
-def _nested_unit(X, y, task, train, test, points, inner, precompute):
+def _study_unit(X, y, task, train, test, points, opts):
+    return _fold_outputs(X, y, task, train, test, points, opts["precompute"], opts["max_iter"])
+
+
+def _nested_unit(X, y, task, train, test, points, inner, opts):
     """Inner CV on the outer training fold → chosen point → refit → outer test outputs."""
     Xtr, ytr = X[train], y[train]
     scores = np.zeros((len(points), len(inner)))
+    n_capped = np.zeros(len(points), int)
     for f, (itr, ite) in enumerate(inner):
-        outs = _fold_outputs(Xtr, ytr, task, itr, ite, points, precompute)
+        outs, caps = _fold_outputs(Xtr, ytr, task, itr, ite, points, opts["precompute"], opts["max_iter"])
+        n_capped += np.asarray(caps, int)
         for i, o in enumerate(outs):
             scores[i, f] = _metric_values(task, ytr[ite], o, only_primary=True)[_primary(task)]
-    means = np.nanmean(scores, axis=1) if np.isfinite(scores).any() else np.zeros(len(points))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(scores, axis=1)
     best = int(np.nanargmax(means)) if np.isfinite(means).any() else 0
-    out = _fold_outputs(X, y, task, train, test, [points[best]], precompute)[0]
-    return best, means.tolist(), out
+    outs, caps = _fold_outputs(X, y, task, train, test, [points[best]], opts["precompute"], opts["max_iter"])
+    if caps[0]:  # the head that is scored must be a converged fit
+        outs, caps = _fold_outputs(X, y, task, train, test, [points[best]], opts["precompute"], -1)
+    return {"best": best, "means": means.tolist(), "out": outs[0], "capped": caps[0],
+            "inner_capped": n_capped.tolist()}
 
 
-def _units(X, y, task, splits: Splits, points, protocol, inner_folds, precompute):
+def _units(X, y, task, splits: Splits, points, protocol, inner_folds, opts):
     """The independent work units of one evaluation (one per outer fold)."""
     units = []
     for train, test in splits:
         if protocol == "study":
-            units.append((_study_unit, (X, y, task, train, test, points, precompute)))
+            units.append((_study_unit, (X, y, task, train, test, points, opts)))
         else:
-            inner = _inner_splits(y, task, train, inner_folds, splits)
-            units.append((_nested_unit, (X, y, task, train, test, points, inner, precompute)))
+            inner = _inner_splits(y, task, train, inner_folds, splits, opts.get("classes"))
+            units.append((_nested_unit, (X, y, task, train, test, points, inner, opts)))
     return units
 
 
+def _fold_mean(s, weights=None) -> float:
+    """Mean of per-fold scores (weighted by test size when given), over the folds where it is defined."""
+    ok = np.isfinite(s)
+    if not ok.any():
+        return float("nan")
+    return float(np.average(s[ok], weights=None if weights is None else np.asarray(weights)[ok]))
+
+
 def _assemble(feature, target, task, protocol, head, points, splits: Splits, y, classes, ids, unit_results,
-              seconds, n_features, iid: bool) -> Result:
+              seconds, n_features, iid: bool, max_iter: int) -> Result:
     metrics = METRICS[task]
     prim = metrics[0]
     n_train = np.array([len(tr) for tr, _ in splits])
     n_test = np.array([len(te) for _, te in splits])
+    capped_notes = []
     if protocol == "study":
-        # unit_results[f] = outputs of every point on fold f
+        # unit_results[f] = (outputs of every point on fold f, capped flags)
         k = len(splits)
         scores = np.zeros((len(points), k))
-        for f, ((_, te), outs) in enumerate(zip(splits, unit_results)):
+        caps = np.zeros((len(points), k), bool)
+        for f, ((_, te), (outs, cp)) in enumerate(zip(splits, unit_results)):
+            caps[:, f] = cp
             for i, o in enumerate(outs):
                 scores[i, f] = _metric_values(task, y[te], o, only_primary=True)[prim]
-        weights = n_test if iid else None
-        means = np.array([np.average(s, weights=weights) if np.isfinite(s).all() else np.nan for s in scores])
+        means = np.array([_fold_mean(s, n_test if iid else None) for s in scores])
+        if not np.isfinite(means).any():
+            raise EvaluationError(f"no fold could be scored ({prim} is undefined on every test fold: for tags, a "
+                                  "test fold needs items with and without each tag; try --shuffle)")
         best = int(np.nanargmax(means))
         chosen = [points[best]]
-        outs_best = [outs[best] for outs in unit_results]
+        outs_best = [outs[best] for outs, _ in unit_results]
         score = float(means[best])
-        grid_scores = [{"params": _describe_point(p), "score": float(m)} for p, m in zip(points, means)]
+        grid_scores = [{"params": _describe_point(p), "score": float(m), "capped_folds": int(c.sum())}
+                       for p, m, c in zip(points, means, caps)]
+        for p, c in zip(points, caps):
+            if c.any():
+                capped_notes.append(f"{_describe_point(p)}: stopped at max_iter={max_iter} in {int(c.sum())} of {k} folds"
+                                    + (" (THE REPORTED POINT)" if p is chosen[0] else ""))
     else:
-        chosen = [points[b] for b, _, _ in unit_results]
-        outs_best = [o for _, _, o in unit_results]
+        chosen = [u["best"] for u in unit_results]
+        chosen = [points[b] for b in chosen]
+        outs_best = [u["out"] for u in unit_results]
         grid_scores = []
         score = None
+        inner = np.sum([u["inner_capped"] for u in unit_results], axis=0)
+        for p, c in zip(points, inner):
+            if c:
+                capped_notes.append(f"{_describe_point(p)}: stopped at max_iter={max_iter} in {int(c)} inner fits")
+
     fold_scores = {m: [] for m in metrics}
     test_idx = []
     fold_of = []
@@ -976,16 +1085,22 @@ def _assemble(feature, target, task, protocol, head, points, splits: Splits, y, 
         preds.append(np.asarray(o))
     fold_scores = {m: np.asarray(v, float) for m, v in fold_scores.items()}
     if score is None:
-        score = float(np.mean(fold_scores[prim]))
+        if not np.isfinite(fold_scores[prim]).any():
+            raise EvaluationError(f"no outer fold could be scored ({prim} undefined on every test fold; try --shuffle)")
+        score = float(np.nanmean(fold_scores[prim]))
     test_idx = np.concatenate(test_idx)
     y_pred = np.concatenate(preds)
     y_true = y[test_idx]
     if task == "classification":
         y_true = np.asarray(classes, dtype=object)[y_true]
         y_pred = np.asarray(classes, dtype=object)[np.asarray(y_pred, int)]
-    return Result(feature, task, protocol, head, target, metrics, fold_scores, n_train, n_test, score, chosen,
-                  grid_scores, np.asarray(ids, dtype=object)[test_idx], np.concatenate(fold_of), y_true, y_pred,
-                  classes, splits.description, seconds, n_features)
+    res = Result(feature, task, protocol, head, target, metrics, fold_scores, n_train, n_test, score, chosen,
+                 grid_scores, np.asarray(ids, dtype=object)[test_idx], np.concatenate(fold_of), y_true, y_pred,
+                 classes, splits.description, seconds, n_features, capped_notes)
+    if protocol == "study":
+        res.best_index = best
+        res.best_capped = bool(caps[best].any())
+    return res
 
 
 def _run_units(units, n_jobs: int):
@@ -1024,7 +1139,7 @@ def evaluate(X, y, task: str = "classification", protocol: str = "nested", *, sp
              n_folds: int = 10, shuffle: bool = False, seed: int = 0, folds=None, split=None, groups=None,
              head: str = "svm", grid: list[dict] | None = None, scaler: str = "auto", inner_folds: int = 5,
              ids=None, feature: str = "features", target: str = "", n_jobs: int = 1, iid: bool | None = None,
-             precompute: bool | str = "auto") -> Result:
+             precompute: bool | str = "auto", max_iter: int = DEFAULT_MAX_ITER) -> Result:
     """Score one feature matrix on one task.
 
     Parameters
@@ -1064,27 +1179,17 @@ def evaluate(X, y, task: str = "classification", protocol: str = "nested", *, sp
     -------
     Result
     """
-    if protocol not in PROTOCOLS:
-        raise EvaluationError(f"protocol must be nested or study, got {protocol!r}")
-    start = time.perf_counter()
-    X = _check_xy(X, y, task)
-    y_enc, classes = _encode(y, task)
-    if splits is None:
-        splits = make_splits(y_enc, task, n_folds=n_folds, shuffle=shuffle, seed=seed, folds=folds, split=split,
-                             groups=groups, legacy=protocol == "study")
-    points = grid if grid is not None else grid_for(head, task, protocol, scaler)
-    ids = np.arange(len(X)).astype(str) if ids is None else np.asarray(ids)
-    units = _units(X, y_enc, task, splits, points, protocol, inner_folds, precompute)
-    results = _run_units(units, n_jobs)
-    return _assemble(feature, target, task, protocol, head, points, splits, y_enc, classes, ids, results,
-                     time.perf_counter() - start, X.shape[1], protocol == "study" if iid is None else iid)
+    return sweep({feature: X}, y, task, protocol, splits=splits, n_folds=n_folds, shuffle=shuffle, seed=seed,
+                 folds=folds, split=split, groups=groups, head=head, grid=grid, scaler=scaler,
+                 inner_folds=inner_folds, ids=ids, target=target, n_jobs=n_jobs, iid=iid, precompute=precompute,
+                 max_iter=max_iter)[0]
 
 
 def sweep(features: dict, y, task: str = "classification", protocol: str = "nested", *, splits: Splits | None = None,
           n_folds: int = 10, shuffle: bool = False, seed: int = 0, folds=None, split=None, groups=None,
           head: str = "svm", grid: list[dict] | None = None, scaler: str = "auto", inner_folds: int = 5, ids=None,
           target: str = "", n_jobs: int = 1, iid: bool | None = None, precompute: bool | str = "auto",
-          progress=None) -> list[Result]:
+          max_iter: int = DEFAULT_MAX_ITER, progress=None) -> list[Result]:
     """Evaluate several feature matrices on the same folds, in parallel.
 
     Parameters
@@ -1107,15 +1212,16 @@ def sweep(features: dict, y, task: str = "classification", protocol: str = "nest
         raise EvaluationError("no feature sets to evaluate")
     y_enc, classes = _encode(y, task)
     if splits is None:
-        splits = make_splits(y_enc, task, n_folds=n_folds, shuffle=shuffle, seed=seed, folds=folds, split=split,
-                             groups=groups, legacy=protocol == "study")
+        splits = make_splits(_split_labels(y, task), task, n_folds=n_folds, shuffle=shuffle, seed=seed, folds=folds,
+                             split=split, groups=groups, legacy=protocol == "study")
     points = grid if grid is not None else grid_for(head, task, protocol, scaler)
     names = list(features)
     mats = {name: _check_xy(features[name], y_enc, task) for name in names}
     ids = np.arange(len(y_enc)).astype(str) if ids is None else np.asarray(ids)
+    opts = {"precompute": precompute, "max_iter": int(max_iter), "classes": classes}
     all_units = []
     for name in names:
-        for j, unit in enumerate(_units(mats[name], y_enc, task, splits, points, protocol, inner_folds, precompute)):
+        for j, unit in enumerate(_units(mats[name], y_enc, task, splits, points, protocol, inner_folds, opts)):
             all_units.append((name, j, unit))
     # largest feature sets first (better packing across processes)
     order = sorted(range(len(all_units)), key=lambda i: -mats[all_units[i][0]].shape[1])
@@ -1130,7 +1236,10 @@ def sweep(features: dict, y, task: str = "classification", protocol: str = "nest
     else:
         from joblib import Parallel, delayed
 
-        par = Parallel(n_jobs=n_jobs, return_as="generator")
+        try:
+            par = Parallel(n_jobs=n_jobs, return_as="generator")
+        except TypeError:  # joblib < 1.3: no generator, no progress until the end
+            par = Parallel(n_jobs=n_jobs)
         gen = par(delayed(_limited)(all_units[i][2][0], all_units[i][2][1]) for i in order)
         for n_done, (i, out) in enumerate(zip(order, gen), 1):
             name, j, _ = all_units[i]
@@ -1141,9 +1250,25 @@ def sweep(features: dict, y, task: str = "classification", protocol: str = "nest
     results = []
     for name in names:
         unit_results = [outputs[(name, j)] for j in range(len(splits))]
-        results.append(_assemble(name, target, task, protocol, head, points, splits, y_enc, classes, ids,
-                                 unit_results, seconds / len(names), mats[name].shape[1],
-                                 protocol == "study" if iid is None else iid))
+        rerun = []
+        while True:
+            r = _assemble(name, target, task, protocol, head, points, splits, y_enc, classes, ids, unit_results,
+                          seconds / len(names), mats[name].shape[1], protocol == "study" if iid is None else iid,
+                          int(max_iter))
+            if protocol != "study" or not r.best_capped or len(rerun) >= len(points):
+                break
+            # the reported point must be a converged fit: re-run it without the cap, then choose again
+            b = r.best_index
+            again = _run_units([(_study_unit, (mats[name], y_enc, task, tr, te, [points[b]],
+                                               {**opts, "max_iter": -1})) for tr, te in splits], n_jobs)
+            for (outs, caps), (new_outs, _) in zip(unit_results, again):
+                outs[b] = new_outs[0]
+                caps[b] = False
+            rerun.append(_describe_point(points[b]))
+        r.capped += [f"{p}: the best point stopped at the cap and was re-run to convergence (max_iter=-1)"
+                     for p in rerun]
+        r.seconds = time.perf_counter() - start if len(names) == 1 else r.seconds
+        results.append(r)
     return results
 
 
@@ -1207,9 +1332,9 @@ def _paired_bootstrap(ra: Result, rb: Result, metric: str, n_boot: int = 2000) -
     rng = np.random.default_rng(0)
     n = len(common)
     ds = []
-    for _ in range(n_boot):
+    for _ in range(n_boot if metric in ("accuracy", "r2", "rmse") else 200):
         s = rng.integers(0, n, n)
-        ds.append(_metric_values(ra.task, yt[s], pa[s])[metric] - _metric_values(ra.task, yt[s], pb[s])[metric])
+        ds.append(_fast_metric(ra.task, metric, yt[s], pa[s]) - _fast_metric(ra.task, metric, yt[s], pb[s]))
     ds = np.asarray(ds)
     ds = ds[np.isfinite(ds)]
     p = float(min(1.0, 2 * min((ds <= 0).mean(), (ds >= 0).mean()))) if len(ds) else float("nan")
@@ -1473,11 +1598,18 @@ def write_report(out_dir, results: Sequence[Result], tests: Sequence[dict] = (),
     # plots
     pngs = []
     if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            plots = False
+            meta.setdefault("notes", []).append("figures skipped: matplotlib is not installed "
+                                                "(pip install matplotlib)")
+    if plots:
         cls = [r for r in results if r.task == "classification"]
         if cls:
             (out / "confusion").mkdir(exist_ok=True)
             for r in cls:
-                p = out / "confusion" / f"{_safe((r.target + '__') if r.target else '')}{_safe(r.feature)}.png"
+                p = out / "confusion" / f"{(_safe(r.target) + '__') if r.target else ''}{_safe(r.feature)}.png"
                 _plot_confusion(r, p)
                 files[str(p.relative_to(out))] = p
                 pngs.append(p.relative_to(out))
@@ -1548,3 +1680,234 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover
         return max(1, os.cpu_count() or 1)
+
+
+# =====================================================================================
+# feature files -> evaluation (what `convfeat evaluate` runs)
+# =====================================================================================
+@dataclass
+class FeatureSpec:
+    """One feature to evaluate: components ``(file, set)`` concatenated, and a layer subset."""
+
+    label: str
+    components: list          # [(file path, set name, is_convnet)]
+    layers: str | None        # "12345" … for convnet components; None when there is none
+
+    @property
+    def baseline_like(self) -> bool:
+        return all(s.startswith(("mfcc", "random")) for _, s, _ in self.components)
+
+
+def _file_sets(files) -> list[tuple[str, str, bool]]:
+    """(file, set, is_convnet) of every set of every file, in order."""
+    from .readback import info
+
+    out = []
+    for f in files:
+        d = info(f)
+        for name, s in d["sets"].items():
+            out.append((str(f), name, any(k in LAYER_DATASETS for k in s["datasets"])))
+    return out
+
+
+LAYER_DATASETS = ("layer1", "layer2", "layer3", "layer4", "layer5")
+
+
+def _resolve_set(token: str, available: list) -> tuple[str, str, bool]:
+    token = token.strip()
+    qual = None
+    if ":" in token:
+        qual, token = token.rsplit(":", 1)
+    hits = [a for a in available if a[1] == token and (qual is None or qual in (a[0], Path(a[0]).name, Path(a[0]).stem))]
+    if not hits:
+        names = sorted({a[1] for a in available})
+        raise EvaluationError(f"no feature set {token!r}{' in ' + qual if qual else ''}; available: {', '.join(names)}")
+    if len(hits) > 1:
+        raise EvaluationError(f"feature set {token!r} is in several files ({', '.join(Path(h[0]).name for h in hits)}); "
+                              f"write FILE:{token}, e.g. {Path(hits[0][0]).stem}:{token}")
+    return hits[0]
+
+
+def feature_specs(files, features: str | Sequence[str] | None = None, layers: str = "12345") -> list[FeatureSpec]:
+    """The feature sets to evaluate.
+
+    ``features``: comma-separated set names (``"choi2017,random,mfcc"``;
+    ``a+b`` concatenates; ``FILE:set`` picks a file when several hold the name;
+    ``set/135`` gives a token its own layer subsets instead of ``layers``);
+    default every set of every file.  ``layers``: ``"12345"``, a comma list
+    (``"12345,123,5"``) or ``"all"`` — all 31 subsets of each convnet set, plus
+    ``mfcc`` and ``mfcc+<set>/12345`` when a set named ``mfcc`` is present.
+    """
+    available = _file_sets(files)
+    if not available:
+        raise EvaluationError("the feature files hold no feature sets")
+    if features is None or features == "" or features == []:
+        tokens = [a[1] if sum(b[1] == a[1] for b in available) == 1 else f"{Path(a[0]).stem}:{a[1]}" for a in available]
+    elif isinstance(features, str):
+        tokens = [t.strip() for t in features.split(",") if t.strip()]
+    else:
+        tokens = [str(t).strip() for t in features]
+    subsets = layer_subsets(layers)
+    specs: list[FeatureSpec] = []
+    seen = set()
+
+    def add(label, comps, lay):
+        if label not in seen:
+            seen.add(label)
+            specs.append(FeatureSpec(label, comps, lay))
+
+    for tok in tokens:
+        own = None
+        if "/" in tok and re.fullmatch(r"[0-9]+|all", tok.rsplit("/", 1)[1]):
+            tok, own = tok.rsplit("/", 1)  # a token with its own layer subset: "choi2017/135", "mfcc+choi2017/12345"
+            own = layer_subsets(own)
+        comps = [_resolve_set(t, available) for t in tok.split("+")]
+        if any(c[2] for c in comps):
+            for sub in own or subsets:
+                add(f"{tok}/{sub}", comps, sub)
+        else:
+            add(tok, comps, None)
+    if str(layers).strip().lower() == "all":
+        mfcc = [a for a in available if a[1] == "mfcc"]
+        if len(mfcc) == 1:
+            add("mfcc", mfcc, None)
+            for tok in tokens:
+                comps = [_resolve_set(t, available) for t in tok.split("+")]
+                if len(comps) == 1 and comps[0][2]:
+                    add(f"mfcc+{tok}/12345", mfcc + comps, "12345")
+    return specs
+
+
+def _load_spec(spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, X) of a spec: components loaded and joined on item id, in the first one's order."""
+    from .readback import load
+
+    ids0 = None
+    blocks = []
+    for path, name, convnet in spec.components:
+        ids, X = load(path, features=name, layers=spec.layers if convnet else "12345")
+        blocks.append((ids, X))
+        ids0 = ids if ids0 is None else ids0
+    if len(blocks) == 1:
+        return blocks[0]
+    common = set(blocks[0][0].tolist())
+    for ids, _ in blocks[1:]:
+        common &= set(ids.tolist())
+    order = [i for i in blocks[0][0].tolist() if i in common]
+    parts = []
+    for ids, X in blocks:
+        pos = {k: r for r, k in enumerate(ids.tolist())}
+        parts.append(X[[pos[i] for i in order]])
+    return np.asarray(order, dtype=str), np.concatenate(parts, axis=1)
+
+
+def _items_table(path) -> "object":
+    """The items of a feature file as a DataFrame: id, path and metadata columns (text)."""
+    import h5py
+    import pandas as pd
+
+    with h5py.File(path, "r") as h:
+        data = {"id": h["items/id"].asstr()[()], "path": h["items/path"].asstr()[()]}
+        if "meta" in h["items"]:
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset) and name not in data:
+                    data[name] = obj.asstr()[()]
+            h["items/meta"].visititems(visit)
+    return pd.DataFrame({k: list(v) for k, v in data.items()})
+
+
+def run(files, labels=None, *, label_column=None, target_columns=None, tags_column=None, tag_separator=None,
+        key_column=None, fold_column=None, split_column=None, group_column=None, features=None, layers="12345",
+        protocol="nested", n_folds=10, shuffle=False, seed=0, head="svm", scaler="auto", inner_folds=5,
+        baselines=None, n_jobs=1, max_iter=DEFAULT_MAX_ITER, out_dir=None, plots=True, progress=None,
+        title=None) -> dict:
+    """Evaluate the feature sets of feature file(s) against a labels manifest.
+
+    Everything :func:`evaluate` / :func:`sweep` take, plus the file-level
+    choices (see ``convfeat evaluate --help``).  ``labels=None`` uses the
+    metadata columns stored with the items (from the manifest given to
+    ``convfeat extract``).
+
+    Returns
+    -------
+    dict
+        ``results`` (list of :class:`Result`), ``tests`` (paired tests),
+        ``labels`` (:class:`Labels`), ``specs``, ``splits`` (:class:`Splits`),
+        ``notes`` (list of str) and ``files`` (report files, when ``out_dir``).
+    """
+    files = [str(f) for f in files]
+    if not files:
+        raise EvaluationError("give at least one feature file")
+    for f in files:
+        if not Path(f).exists():
+            raise EvaluationError(f"no such feature file: {f}")
+    specs = feature_specs(files, features, layers)
+    loaded = {}
+    for spec in specs:
+        loaded[spec.label] = _load_spec(spec)
+    common = None
+    for ids, _ in loaded.values():
+        common = set(ids.tolist()) if common is None else common & set(ids.tolist())
+    notes = []
+    union = set().union(*[set(ids.tolist()) for ids, _ in loaded.values()])
+    if len(union) > len(common):
+        notes.append(f"{len(union) - len(common)} items lack features in some evaluated set and are not evaluated "
+                     f"(e.g. {sorted(union - common)[0]!r})")
+    first_ids = loaded[specs[0].label][0].tolist()
+    item_ids = [i for i in first_ids if i in common]
+    paths_by_id = {}
+    tables = [_items_table(f) for f in files]
+    for t in tables:
+        paths_by_id.update(dict(zip(t["id"], t["path"])))
+    item_paths = [paths_by_id.get(i, i) for i in item_ids]
+    manifest = labels
+    if manifest is None:
+        manifest = tables[0]
+        source = f"metadata stored in {Path(files[0]).name}"
+    else:
+        source = str(manifest)
+    lab = load_labels(manifest, item_ids, item_paths, label_column=label_column, target_columns=target_columns,
+                      tags_column=tags_column, tag_separator=tag_separator, key_column=key_column,
+                      fold_column=fold_column, split_column=split_column, group_column=group_column)
+    lab.source = source
+    if len(lab) < 2:
+        raise EvaluationError(f"only {len(lab)} items have both features and labels")
+    mats = {}
+    for spec in specs:
+        ids, X = loaded[spec.label]
+        pos = {k: r for r, k in enumerate(ids.tolist())}
+        mats[spec.label] = X[[pos[i] for i in lab.ids]]
+    task = lab.task
+    y_split = lab.y if task == "classification" else np.zeros(len(lab))
+    splits = make_splits(y_split, task if task == "classification" else "regression", n_folds=n_folds,
+                         shuffle=shuffle, seed=seed, folds=lab.folds, split=lab.split, groups=lab.groups,
+                         legacy=protocol == "study")
+    if baselines is None:
+        base = [s.label for s in specs if s.baseline_like]
+    else:
+        wanted = [b.strip() for b in (baselines.split(",") if isinstance(baselines, str) else baselines) if b.strip()]
+        base = [s.label for s in specs if s.label in wanted or (len(s.components) == 1 and s.components[0][1] in wanted)]
+        missing = [w for w in wanted if not any(w == s.label or (len(s.components) == 1 and s.components[0][1] == w)
+                                                 for s in specs)]
+        if missing:
+            raise EvaluationError(f"baseline {missing[0]!r} is not among the evaluated features "
+                                  f"({', '.join(s.label for s in specs)})")
+    targets = lab.names if task == "regression" else [label_column or tags_column or ""]
+    results = []
+    for j, target in enumerate(targets):
+        y = lab.target(j) if task == "regression" else lab.y
+        results += sweep(mats, y, task, protocol, splits=splits, head=head, scaler=scaler, inner_folds=inner_folds,
+                         ids=lab.ids, target=target, n_jobs=n_jobs, max_iter=max_iter, progress=progress)
+    tests = compare(results, base)
+    grid = grid_for(head, task, protocol, scaler)
+    meta = {"title": title or ", ".join(Path(f).name for f in files), "features_files": ", ".join(files),
+            "labels_source": source, "grid": f"{len(grid)} points ({head} head; scaler "
+            f"{'/'.join('on' if s else 'off' for s in dict.fromkeys(p['scaler'] for p in grid))})",
+            "inner": f"{inner_folds} inner folds" if protocol == "nested" else "",
+            "baselines": base, "notes": notes + [f"{r.target + ' / ' if r.target else ''}{r.feature}: {c}"
+                                                 for r in results for c in r.capped]}
+    out = {"results": results, "tests": tests, "labels": lab, "specs": specs, "splits": splits, "notes": notes,
+           "baselines": base, "meta": meta}
+    if out_dir is not None:
+        out["files"] = write_report(out_dir, results, tests, labels=lab, baselines=base, meta=meta, plots=plots)
+    return out

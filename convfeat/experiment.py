@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 from .extract import Policy, extract, parse_set
+from .weights import sha256_of
 
 STAMP = "stamp.json"
 
@@ -101,14 +102,6 @@ def load_experiment(path: str | Path) -> dict:
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _stamps(work: Path) -> dict:
@@ -177,7 +170,7 @@ def run_experiment(path: str | Path, *, jobs: int | None = None, workers: int = 
     # 3. evaluation
     features = list(ev.get("features") or set_names)
     layers = str(ev.get("layers", "12345"))
-    ev_key = _digest({"evaluate": ev, "features_sha256": _file_digest(features_file),
+    ev_key = _digest({"evaluate": ev, "features_sha256": sha256_of(features_file),
                       "manifest": stamps.get("manifest")})
     report_json = report_dir / "report.json"
     if report_json.is_file() and stamps.get("evaluate") == ev_key:
