@@ -23,7 +23,6 @@ refused by :meth:`convfeat.store.FeatureFile.ensure_set`.
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from .features import LAYER_NAMES
+from .weights import sha256_of
 
 __all__ = ["ImportError_", "read_source", "import_embeddings", "import_study", "STUDY_TASKS"]
 
@@ -45,14 +45,6 @@ STUDY_TASKS = {  # task -> (file stem, label columns, task kind)
 
 class ImportError_(ValueError):
     """A source cannot be imported as asked (one-line message)."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_ids(ids, id_column: str | None, path_column: str | None = None):
@@ -230,10 +222,10 @@ def import_embeddings(sources: Sequence[str | Path] | str | Path, out: str | Pat
         arrays = {name: next(iter(arrays.values()))}
     widths = {k: int(a.shape[1]) for k, a in arrays.items()}
     config = {"model": "imported", "imported": True, "sources": [s.name for s in sources],
-              "sha256": {s.name: _sha256(s) for s in sources}, "datasets": widths,
+              "sha256": {s.name: sha256_of(s) for s in sources}, "datasets": widths,
               "source_dtype": {k: str(a.dtype) for k, a in arrays.items()}}
     if isinstance(ids, (str, Path)):
-        config["ids_from"] = {"file": Path(ids).name, "sha256": _sha256(Path(ids)), "column": id_column}
+        config["ids_from"] = {"file": Path(ids).name, "sha256": sha256_of(Path(ids)), "column": id_column}
     provenance = {**config, "convfeat_version": __version__, "numpy": np.__version__,
                   "python": sys.version.split()[0], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "note": "features imported from another source; stored as float32"}
