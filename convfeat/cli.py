@@ -22,12 +22,6 @@ from .cli_evaluate import register as _register_evaluate  # noqa: E402
 _register_evaluate(app)
 
 
-class ModelName(str, Enum):
-    choi2017 = "choi2017"
-    choi2017_k2 = "choi2017-k2"
-    random = "random"
-
-
 class BnMode(str, Enum):
     instance = "instance"
     batch = "batch"
@@ -81,13 +75,14 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 @friendly_errors
 def tag_cmd(
     files: List[Path] = typer.Argument(..., help="Audio files (wav, flac, ogg, mp3, aiff, au, …)."),
-    model: ModelName = typer.Option(ModelName.choi2017, help="Tagging model."),
+    model: str = typer.Option("choi2017", help="Tagging model: choi2017, choi2017-k2, a shipped model "
+                              "(convfeat-synth) or a folder written by convfeat pretrain."),
     weights: Optional[Path] = typer.Option(None, help=WEIGHTS_HELP),
     bn_mode: Optional[BnMode] = typer.Option(None, help=BN_HELP),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, max=50, help="Number of tags shown per file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON ({file: {tag: probability}}) instead of a table."),
 ):
-    """Print the most probable Million-Song-Dataset tags of each FILE.
+    """Print the most probable tags of each FILE (Million-Song-Dataset tags for choi2017).
 
     Each file is mixed to mono, resampled to 12 kHz and cut to its first 29 s
     (shorter files are repeated to fill the window).  Exit code 1 if any file
@@ -109,9 +104,9 @@ def tag_cmd(
     if mode == "calibrated":
         if not decoded:
             raise ValueError("no decodable file to calibrate on")
-        net = api.calibrated_model(decoded.values(), model.value, weights)
+        net = api.calibrated_model(decoded.values(), model, weights)
     else:
-        net = api.get_model(model.value, weights, mode)
+        net = api.get_model(model, weights, mode)
     api._require_tags(net)
     if mode == "batch":  # the original behaviour: all files normalised as one batch
         results = dict(zip(decoded, api.tag_batch([y for y, _ in decoded.values()],
@@ -367,6 +362,11 @@ def demo(
         if name != "random":
             tags = api.tag(y, sr, model=name, top_k=3)
             typer.echo(" " * 13 + "top tags: " + ", ".join(f"{k} {v:.2f}" for k, v in tags.items()))
+
+
+from .cli_pretrain import register as _register_pretrain  # noqa: E402  (needs friendly_errors)
+
+_register_pretrain(app)
 
 
 def main() -> None:

@@ -115,12 +115,15 @@ class SetSpec:
     options: dict = field(default_factory=dict)
 
     def resolved_name(self) -> str:
-        from .models import DEFAULT_BN_MODE
+        from .models import default_bn_mode
 
         if self.name:
             return self.name
         name = self.model
-        if self.model != "mfcc" and self.bn_mode and self.bn_mode != DEFAULT_BN_MODE[self.model]:
+        if "/" in name or name.endswith(".json"):  # a trained-model folder: its recorded name
+            from .models.trained import read_meta
+            name = read_meta(name).get("name") or Path(name.removesuffix("/model.json")).name
+        if self.model != "mfcc" and self.bn_mode and self.bn_mode != default_bn_mode(self.model):
             name += f"-{self.bn_mode}"
         if self.model == "random" and self.seed:
             name += f"-s{self.seed}"
@@ -130,9 +133,13 @@ class SetSpec:
 def parse_set(text: str, bn_mode: str | None = None, seed: int = 0, weights: str | None = None) -> SetSpec:
     """``MODEL[:key=value,...]`` → :class:`SetSpec`; keys: bn_mode, seed, weights, name."""
     model, _, rest = text.partition(":")
-    if model not in FEATURE_MODELS:
-        raise ExtractError(f"unknown model {model!r}; choose from {', '.join(FEATURE_MODELS)}")
-    spec = SetSpec(model, bn_mode if model not in ("mfcc", "choi2017-k2") else None, seed,
+    from .models import is_model, shipped_models
+
+    if model not in FEATURE_MODELS and not is_model(model):
+        raise ExtractError(f"unknown model {model!r}; choose from "
+                           f"{', '.join(FEATURE_MODELS + tuple(shipped_models()))} or a convfeat pretrain folder")
+    fixed_bn = model in ("mfcc", "choi2017-k2") or model not in FEATURE_MODELS
+    spec = SetSpec(model, bn_mode if not fixed_bn else None, seed,
                    weights if model in ("choi2017", "choi2017-k2") else None)
     for part in filter(None, rest.split(",")):
         key, eq, value = part.partition("=")

@@ -3,6 +3,9 @@
 ``choi2017``     the published Keras-1 tagging convnet (Theano or TF weight file).
 ``choi2017-k2``  the author's later Keras-2 retrain (stored BN statistics).
 ``random``       the same architecture with He-normal random weights (baseline).
+``convfeat-synth`` our own tagging convnet, trained on the synthetic corpus
+                 (``convfeat corpus synth``) and shipped in ``models/``; any
+                 folder written by ``convfeat pretrain`` loads the same way.
 """
 from __future__ import annotations
 
@@ -15,15 +18,26 @@ from .. import frontend
 from .compact import BN_MODES, LAYER_NAMES, CompactConfig, CompactConvnet
 from .keras_import import ConvnetArrays, WeightFileError, read_keras1, read_keras2
 from .tags import MSD_TAGS
+from .trained import load_trained, model_dir, shipped_models
 
 MODEL_NAMES = ("choi2017", "choi2017-k2", "random")
 DEFAULT_BN_MODE = {"choi2017": "instance", "random": "instance", "choi2017-k2": "stored"}
 WINDOW_SECONDS = 29.0
 WINDOW_SAMPLES = 348_000  # 29 s at 12 kHz
 
-__all__ = ["BN_MODES", "LAYER_NAMES", "MODEL_NAMES", "DEFAULT_BN_MODE", "CompactConfig",
+__all__ = ["default_bn_mode", "is_model", "BN_MODES", "LAYER_NAMES", "MODEL_NAMES", "DEFAULT_BN_MODE", "CompactConfig",
            "CompactConvnet", "load_model", "build_from_arrays", "random_model", "MSD_TAGS",
            "WeightFileError"]
+
+
+def is_model(name: str) -> bool:
+    """True for a built-in model name, a shipped model or a trained-model folder."""
+    return name in MODEL_NAMES or model_dir(name) is not None
+
+
+def default_bn_mode(name: str) -> str:
+    """The BN policy a model runs in unless told otherwise (trained models: ``stored``)."""
+    return DEFAULT_BN_MODE.get(name, "stored")
 
 
 def _check_frontend(arrays: ConvnetArrays, path: Path) -> None:
@@ -77,7 +91,8 @@ def load_model(name: str = "choi2017", weights: str | Path | None = None, bn_mod
                seed: int = 0, device: str | torch.device = "cpu") -> CompactConvnet:
     """Build model ``name`` with its weights, in inference mode.
 
-    name: ``"choi2017"``, ``"choi2017-k2"`` or ``"random"``.
+    name: ``"choi2017"``, ``"choi2017-k2"``, ``"random"``, a shipped model
+        (``"convfeat-synth"``) or the folder of a ``convfeat pretrain`` model.
     weights: explicit weight file; default resolved by :mod:`convfeat.weights`
         (``choi2017`` uses the complete Theano-layout file; pass the TF-layout
         file to get the same features without the tag head).
@@ -92,7 +107,14 @@ def load_model(name: str = "choi2017", weights: str | Path | None = None, bn_mod
     from .. import weights as weights_mod
 
     if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+        if model_dir(name) is None:
+            known = ", ".join(MODEL_NAMES + tuple(shipped_models()))
+            raise ValueError(f"unknown model {name!r}; choose one of {known} or a folder written by "
+                             "convfeat pretrain")
+        if bn_mode not in (None, "stored"):
+            raise ValueError(f"trained model {name!r} uses its stored BN statistics (bn_mode 'stored'), "
+                             f"not {bn_mode!r}")
+        return load_trained(name, device=device)
     bn_mode = bn_mode or DEFAULT_BN_MODE[name]
     if bn_mode not in BN_MODES:
         raise ValueError(f"bn_mode must be one of {', '.join(BN_MODES)}, got {bn_mode!r}")

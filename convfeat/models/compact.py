@@ -45,6 +45,9 @@ class CompactConfig:
         pooling (the Keras-2 retrain's feature).
     input_standardize: standardise each clip's dB spectrogram by its own mean
         and standard deviation (Keras-2 retrain).
+    input: an :class:`~convfeat.preprocess.InputConfig` as a dict: the network
+        input is that transform of the mel power spectrogram (models trained by
+        ``convfeat pretrain``) instead of the published dB scaling.
     """
 
     n_mels: int = 96
@@ -55,6 +58,7 @@ class CompactConfig:
     feature_point: str = "pooled"
     input_standardize: bool = False
     allowed_bn_modes: tuple = ("batch", "instance", "calibrated")
+    input: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -62,6 +66,13 @@ class CompactConfig:
         d["pools"] = [list(p) for p in self.pools]
         d["allowed_bn_modes"] = list(self.allowed_bn_modes)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CompactConfig":
+        d = dict(d)
+        d["pools"] = tuple(tuple(int(v) for v in p) for p in d["pools"])
+        d["allowed_bn_modes"] = tuple(d["allowed_bn_modes"])
+        return cls(**d)
 
 
 class BatchNorm(nn.Module):
@@ -81,6 +92,11 @@ class BatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, mode: str) -> torch.Tensor:
         # PyTorch's fused kernels compute exactly these normalisations (biased variance).
+        if mode == "stored" and self.training:
+            # ordinary training-time batch normalisation (convfeat pretrain): batch
+            # statistics, moving averages updated in place for inference.
+            return nn.functional.batch_norm(x, self.mean, self.var, self.gamma, self.beta, training=True,
+                                            momentum=0.05, eps=self.eps)
         if mode == "batch":
             return nn.functional.batch_norm(x, None, None, self.gamma, self.beta, training=True,
                                             momentum=0.0, eps=self.eps)
@@ -113,6 +129,10 @@ class CompactConvnet(nn.Module):
         self.config = config or CompactConfig()
         cfg = self.config
         self.frontend = MelFrontend(mel_basis)
+        self.input_transform = None
+        if cfg.input is not None:
+            from ..preprocess import InputConfig, InputTransform
+            self.input_transform = InputTransform(InputConfig.from_dict(cfg.input), cfg.n_mels)
         if self.frontend.n_mels != cfg.n_mels:
             raise ValueError(f"mel basis has {self.frontend.n_mels} bands, config says {cfg.n_mels}")
         chans = [1] + [cfg.channels] * len(cfg.pools)
@@ -160,6 +180,8 @@ class CompactConvnet(nn.Module):
     def spectrogram(self, y: torch.Tensor, mode: str | None = None) -> torch.Tensor:
         """Normalised network input ``(batch, 1, n_mels, frames)`` in dB (or standardised)."""
         mode = mode or self.bn_mode
+        if self.input_transform is not None:
+            return self.input_transform(self.frontend(y))
         db = power_to_db(self.frontend(y), reference="batch" if mode == "batch" else "clip")
         if self.config.input_standardize:
             var, mean = torch.var_mean(db, dim=(1, 2, 3), correction=0, keepdim=True)
@@ -167,11 +189,15 @@ class CompactConvnet(nn.Module):
         return db
 
     def forward(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_input(self.spectrogram(y, self.bn_mode))
+
+    def forward_input(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network after its front end: input ``(batch, 1, n_mels, frames)`` →
+        the dict of :meth:`forward` (plus ``"logits"`` in training mode)."""
         mode = self.bn_mode
         if mode == "calibrated" and not self.calibrated:
             raise RuntimeError("bn_mode 'calibrated' needs statistics: call calibrate(clips) "
                                "or set_bn_statistics(...) first")
-        x = self.spectrogram(y, mode)
         out: dict[str, torch.Tensor] = {}
         for name, block in zip(LAYER_NAMES, self.blocks):
             x = block.bn(block.conv(x), mode)
@@ -182,10 +208,13 @@ class CompactConvnet(nn.Module):
             else:
                 # ELU is increasing, so it commutes with max-pooling: applying it
                 # after the pool gives the same values on an 8-40x smaller tensor.
-                x = nn.functional.elu(nn.functional.max_pool2d(x, block.pool), inplace=True)
+                x = nn.functional.elu(nn.functional.max_pool2d(x, block.pool), inplace=not self.training)
                 out[name] = x.mean(dim=(2, 3))
         if self.head is not None:
-            out["tags"] = torch.sigmoid(self.head(x.amax(dim=(2, 3))))
+            logits = self.head(x.amax(dim=(2, 3)))
+            out["tags"] = torch.sigmoid(logits)
+            if self.training:
+                out["logits"] = logits
         return out
 
     @torch.no_grad()
