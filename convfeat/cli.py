@@ -30,7 +30,7 @@ class BnMode(str, Enum):
 
 
 BN_HELP = ("Batch-normalisation statistics: 'instance' = each clip alone (the default for "
-           "choi2017 and random, chosen provisionally until measured on real datasets; "
+           "choi2017 and random, chosen on three real datasets: see the README; "
            "batch-invariant), 'calibrated' = statistics estimated once on a seeded sample of up "
            "to 256 of the given files, then frozen (batch-invariant), 'batch' = statistics of the current batch as in the original "
            "Keras-1 model (features then depend on which files share a batch), 'stored' = "
