@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench model clean
 
 # torch first, pinned to the CPU build that may already be on disk: a plain
 # dependency resolution would otherwise pull a multi-GB CUDA build.
@@ -18,6 +18,13 @@ test:
 
 bench:
 	$(PYTHON) bench/run.py
+
+# Retrain the shipped model from scratch (offline; ~40 min on 2 CPU cores) and install it in models/.
+model:
+	convfeat corpus synth -o runs/corpus --n 2500 --seed 0 --workers 2
+	convfeat pretrain runs/corpus/manifest.csv -o runs/shipped --epochs 12 --threads 1 --seed 0 --name convfeat-synth
+	mkdir -p models/convfeat-synth
+	cp runs/shipped/model.json runs/shipped/weights.npz models/convfeat-synth/
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
