@@ -25,6 +25,7 @@ model:
 	convfeat pretrain runs/corpus/manifest.csv -o runs/shipped --epochs 12 --threads 1 --seed 0 --name convfeat-synth
 	mkdir -p models/convfeat-synth
 	cp runs/shipped/model.json runs/shipped/weights.npz models/convfeat-synth/
+	$(PYTHON) experiments/model_card.py models/convfeat-synth
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

@@ -96,5 +96,6 @@ def register(app: typer.Typer) -> None:
                               cache_dir=cache_dir, workers=workers, name=name, progress=progress,
                               log=bar.console.print)
         tr = record["training"]
+        test = "no test split" if tr["test_auc"] != tr["test_auc"] else f"test ROC-AUC {tr['test_auc']:.4f}"
         typer.echo(f"model: {out} ({record['name']}, input {cfg.name}); best epoch {tr['best_epoch']}: "
-                   f"validation ROC-AUC {tr['valid_auc']:.4f}, test ROC-AUC {tr['test_auc']:.4f}")
+                   f"validation ROC-AUC {tr['valid_auc']:.4f}, {test}")
