@@ -133,3 +133,13 @@ def test_cli_pretrain_bad_manifest(tmp_path):
     res = CliRunner().invoke(app, ["pretrain", str(bad), "-o", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert "needs a 'path' column" in res.output
+
+
+def test_published_model_config_unchanged_by_trained_model_support():
+    # files written before trained models existed record this exact key set; a new key
+    # would make `convfeat extract` refuse to append to them ("made with another configuration")
+    from convfeat.models import random_model
+
+    assert set(random_model().config.to_dict()) == {
+        "n_mels", "channels", "pools", "n_tags", "bn_eps", "feature_point", "input_standardize",
+        "allowed_bn_modes", "extra"}

@@ -65,6 +65,8 @@ class CompactConfig:
         d = asdict(self)
         d["pools"] = [list(p) for p in self.pools]
         d["allowed_bn_modes"] = list(self.allowed_bn_modes)
+        if d["input"] is None:  # keep the recorded config of the published models as before
+            del d["input"]
         return d
 
     @classmethod
