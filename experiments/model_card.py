@@ -57,8 +57,9 @@ CPU. The epoch with the best validation ROC-AUC is kept (epoch {tr['best_epoch']
 **Validation ROC-AUC {tr['valid_auc']:.4f}; test ROC-AUC {tr['test_auc']:.4f}** (held-out corpus clips).
 
 ## Retrain
-`make model` (corpus + training + copy into `models/`; about 40 min on 2 CPU cores), then
-`python experiments/model_card.py models/{meta['name']}`.
+`make model`: renders the corpus, trains, copies `model.json` and `weights.npz` into
+`models/{meta['name']}/` and rewrites this card (about 25 min on 2 CPU cores: 70 s of rendering,
+about 2 min per epoch).
 
 ## How good are its features on real audio?
 See the README ("Our own model") and `docs/results/{{esc50-fold4,philharmonia,fsdd}}/report.md`:
