@@ -61,7 +61,7 @@ def main(argv=None) -> int:
             tr = rec["training"]
             rows.append({"config": cfg.name, "magnitude": cfg.magnitude, "weighting": cfg.weighting,
                          "scale": cfg.scale, "train_size": size, "epochs": tr["epochs"],
-                         "best_epoch": tr["best_epoch"], "valid_auc": tr["valid_auc"], "test_auc": tr["test_auc"]})
+                         "best_epoch": tr["best_epoch"], "valid_auc": tr["valid_auc"], "test_auc": tr["test_auc"], "n_test": tr["n_test"]})
             print(f"{cfg.name:24s} n={size:5d}  valid {tr['valid_auc']:.4f}  test {tr['test_auc']:.4f}  "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     write_report(rows, out, args)
@@ -88,7 +88,7 @@ def write_report(rows: list, out: Path, args) -> None:
             wins = int((diff > 0).sum())
             lines.append(f"| {size} | {d['log'].mean():.4f} | {d['linear'].mean():.4f} | {diff.mean():+.4f} | "
                          f"{wins}/{len(diff)} |")
-    by_w = df.groupby(["weighting", "train_size"]).test_auc.mean().unstack()
+    by_w = df.groupby(["magnitude", "weighting", "train_size"]).test_auc.mean().unstack()
     by_s = df.groupby(["scale", "train_size"]).test_auc.mean().unstack()
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -113,8 +113,10 @@ def write_report(rows: list, out: Path, args) -> None:
           f"Reproduce: `python experiments/preprocessing_study.py --manifest {args.manifest} "
           f"--sizes {args.sizes} --budget {args.budget}`", "",
           f"Compact convnet (`convfeat pretrain`, short pooling, ordinary BN), {args.clip_seconds:g}-s excerpts, "
-          f"batch 16, Adam 1e-3, seed {args.seed}; every run sees {args.budget} training examples "
-          "(epochs = budget / size, at least 3); the best-validation epoch is scored on the test split. "
+          f"batch 16, Adam 1e-3, seed {args.seed}; epochs = max(3, round({args.budget} / size)) ("
+          + ", ".join(f"{e} for n={n}" for n, e in df.groupby("train_size").epochs.first().items())
+          + "), so the runs see about the same number of examples except the largest; the "
+          f"best-validation epoch is scored on the corpus's test split ({df.n_test.iloc[0]} clips). "
           "One seed per cell: differences below ~0.01 are within run-to-run noise.", "",
           "## Test ROC-AUC", "", "| config | " + " | ".join(f"n={s}" for s in sizes) + " |",
           "|---|" + "---|" * len(sizes)]
@@ -122,10 +124,19 @@ def write_report(rows: list, out: Path, args) -> None:
         md.append(f"| {cfg} | " + " | ".join(f"{v:.4f}" for v in r.values) + " |")
     md += ["", "## Log vs linear magnitude (matched pairs: same weighting and scale)", "",
            "| train size | mean log | mean linear | mean Δ (log − linear) | log wins |", "|---|---|---|---|---|",
-           *lines, "", "## Frequency weighting and scaling (mean test ROC-AUC)", "",
-           "| weighting | " + " | ".join(f"n={s}" for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
-    for w, r in by_w.iterrows():
-        md.append(f"| {w} | " + " | ".join(f"{v:.4f}" for v in r.values) + " |")
+           *lines, ""]
+    # how much data does linear need to match log at the smallest size?
+    log_mean = df[df.magnitude == "log"].groupby("train_size").test_auc.mean()
+    lin_mean = df[df.magnitude == "linear"].groupby("train_size").test_auc.mean()
+    reach = [n for n in sizes if lin_mean.get(n, -1) >= log_mean[sizes[0]]]
+    md += [f"Mean over configurations: log reaches {log_mean[sizes[0]]:.4f} with {sizes[0]} clips; linear "
+           + (f"first reaches it with {reach[0]} clips." if reach else
+              f"does not reach it even with {sizes[-1]} clips ({lin_mean[sizes[-1]]:.4f})."), "",
+           "## Frequency weighting and scaling (mean test ROC-AUC)", "",
+           "| magnitude | weighting | " + " | ".join(f"n={s}" for s in sizes) + " |",
+           "|---|---|" + "---|" * len(sizes)]
+    for (m, w), r in by_w.iterrows():
+        md.append(f"| {m} | {w} | " + " | ".join(f"{v:.4f}" for v in r.values) + " |")
     md += ["", "| scale | " + " | ".join(f"n={s}" for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
     for s, r in by_s.iterrows():
         md.append(f"| ×{s:g} | " + " | ".join(f"{v:.4f}" for v in r.values) + " |")
