@@ -73,6 +73,7 @@ def write_report(rows: list, out: Path, args) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     import pandas as pd
 
     df = pd.DataFrame(rows)
@@ -101,6 +102,7 @@ def write_report(rows: list, out: Path, args) -> None:
     ax.set_xscale("log")
     ax.set_xticks(sizes)
     ax.set_xticklabels([str(s) for s in sizes])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("training clips")
     ax.set_ylabel("test ROC-AUC (macro over tags)")
     ax.set_title("Input preprocessing (blue: log, orange: linear)")
