@@ -38,6 +38,8 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 from scipy import signal
 
+from .fileio import atomic_path
+
 GENERATOR_VERSION = 1
 
 FAMILIES: Tuple[str, ...] = ("piano", "organ", "strings", "brass", "woodwind", "guitar", "bass",
@@ -767,16 +769,14 @@ def _job(args) -> dict:
 
     audio, meta = render_clip(i, seed, duration, sr)
     final = Path(audio_dir) / f"{_clip_id(i)}.flac"
-    tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp")
-    sf.write(str(tmp), audio, sr, format="FLAC", subtype="PCM_16")
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        sf.write(tmp, audio, sr, format="FLAC", subtype="PCM_16")
     return _row(i, seed, meta)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
 
 
 def corpus_params(n: int, seed: int, duration: float, sr: int) -> dict:
@@ -875,9 +875,8 @@ def synth(out_dir: Union[str, os.PathLike], n: int, seed: int = 0, duration: flo
             bar.stop()
 
     df = pd.DataFrame([rows[i] for i in range(n)], columns=list(MANIFEST_COLUMNS))
-    tmp = out / f".manifest.csv.{os.getpid()}.tmp"
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out / "manifest.csv")
+    with atomic_path(out / "manifest.csv") as tmp:
+        df.to_csv(tmp, index=False)
     df.attrs["rendered"] = len(todo)
     df.attrs["skipped"] = n - len(todo)
     return df

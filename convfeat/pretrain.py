@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .fileio import atomic_path
 from .preprocess import InputConfig
 
 SHORT_POOLS = ((2, 4), (3, 4), (2, 5), (2, 2), (4, 1))
@@ -159,10 +159,8 @@ def mel_cache(data: TagData, clip_seconds: float, cache_dir: str | Path, workers
     finally:
         if pool is not None:
             pool.close()
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy")
-    os.close(fd)
-    np.save(tmp, out)
-    os.replace(tmp, target)
+    with atomic_path(target, ".npy") as tmp:
+        np.save(tmp, out)
     return np.load(target, mmap_mode="r")
 
 
@@ -204,11 +202,9 @@ def predict(model, mel: np.ndarray, idx: np.ndarray, batch_size: int = 32, devic
     out = []
     with torch.no_grad():
         for s in range(0, len(idx), batch_size):
-            x = torch.from_numpy(np.asarray(mel[np.sort(idx[s:s + batch_size])]))
-            # keep the caller's order
-            order = np.argsort(np.argsort(idx[s:s + batch_size]))
+            x = torch.from_numpy(np.asarray(mel[idx[s:s + batch_size]]))
             x = model.input_transform(x[:, None].to(device))
-            out.append(model.forward_input(x)["tags"].cpu().numpy()[order])
+            out.append(model.forward_input(x)["tags"].cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.head.out_features), np.float32)
 
 
@@ -225,14 +221,8 @@ def _train_subset(data: TagData, train_size: int | None, seed: int) -> np.ndarra
 def _save_checkpoint(path: Path, payload: dict) -> None:
     import torch
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt.")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def pretrain(manifest: str | Path, out: str | Path, input_config: InputConfig | None = None, *,
@@ -294,7 +284,6 @@ def pretrain(manifest: str | Path, out: str | Path, input_config: InputConfig | 
         state = {k: ck[k] for k in ("epoch", "history", "best_auc", "best_epoch", "best_state")}
         state["history"] = json.loads(state["history"])
         log(f"resuming after epoch {state['epoch']}")
-    model.input_transform.fitted = True
     labels = torch.from_numpy(data.labels)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     steps = -(-len(train_idx) // batch_size)

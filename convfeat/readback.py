@@ -44,6 +44,7 @@ import h5py
 import numpy as np
 
 from .features import LAYER_NAMES, parse_layers
+from .fileio import atomic_path
 from .store import FORMAT, FORMAT_VERSION, ITEM_COLUMNS, FeatureSet, Items, StoreError, read_state, write_state
 
 __all__ = ["load", "load_frame", "info", "format_info", "export", "merge", "feature_columns", "EXPORT_FORMATS"]
@@ -416,20 +417,6 @@ def format_info(d: dict, max_failures: int = 20) -> str:
 
 
 # -- export ----------------------------------------------------------------------------
-@contextmanager
-def _atomic(target: Path, suffix: str):
-    """Yield a temporary path beside ``target``; rename it over ``target`` on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def export(path, out, format: str = "npy", features: str | Sequence[str] = "choi2017",
            layers: str | Iterable[int] = "12345", status: str | Iterable[str] | None = "ok") -> list[Path]:
     """Write the usable rows of a feature file in a format other tools read.
@@ -472,12 +459,12 @@ def export(path, out, format: str = "npy", features: str | Sequence[str] = "choi
             raise ValueError(f"npy export writes a directory; {out} is a file")
         out.mkdir(parents=True, exist_ok=True)
         written = []
-        with _atomic(out / "X.npy", ".npy") as tmp:
+        with atomic_path(out / "X.npy", ".npy") as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, X)
         written.append(out / "X.npy")
         for name, lines in (("ids.txt", ids), ("columns.txt", columns)):
-            with _atomic(out / name, ".txt") as tmp:
+            with atomic_path(out / name, ".txt") as tmp:
                 with open(tmp, "w", encoding="utf-8", newline="\n") as f:
                     f.write("".join(f"{line}\n" for line in lines))
             written.append(out / name)
@@ -488,7 +475,7 @@ def export(path, out, format: str = "npy", features: str | Sequence[str] = "choi
         except ImportError:
             raise ImportError("parquet export needs pyarrow: pip install pyarrow") from None
     table = load_frame(path, features, layers, status).reset_index()
-    with _atomic(out, f".{fmt}") as tmp:
+    with atomic_path(out, f".{fmt}") as tmp:
         if fmt == "csv":
             table.to_csv(tmp, index=False, encoding="utf-8")
         else:

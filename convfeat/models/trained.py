@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..fileio import write_bytes_atomic
 from .compact import CompactConfig, CompactConvnet
 
 FORMAT = "convfeat-model/1"
@@ -45,19 +44,6 @@ def model_dir(name_or_path: str | Path) -> Path | None:
     return None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_trained(model: CompactConvnet, out_dir: str | Path, record: dict | None = None) -> Path:
     """Write ``model`` (weights + config + ``record``) to ``out_dir``; → the folder."""
     import io
@@ -67,12 +53,12 @@ def save_trained(model: CompactConvnet, out_dir: str | Path, record: dict | None
     state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.state_dict().items()}
     buf = io.BytesIO()
     np.savez(buf, **state)
-    _atomic_write(out / "weights.npz", buf.getvalue())
+    write_bytes_atomic(out / "weights.npz", buf.getvalue())
     meta = {"format": FORMAT, "config": model.config.to_dict(),
             "tags": list(model.tag_names or []),
             "weights_sha256": hashlib.sha256((out / "weights.npz").read_bytes()).hexdigest(),
             **(record or {})}
-    _atomic_write(out / "model.json", (json.dumps(meta, indent=2, sort_keys=False) + "\n").encode())
+    write_bytes_atomic(out / "model.json", (json.dumps(meta, indent=2, sort_keys=False) + "\n").encode())
     return out
 
 
