@@ -10,6 +10,8 @@ from typing import List, Optional
 
 import typer
 
+from .cli_options import Device
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Transfer-learning features for music and audio (Choi et al. 2017 convnet).")
 weights_app = typer.Typer(no_args_is_help=True, help="List, fetch and verify published model weights.")
@@ -189,12 +191,6 @@ class ShortPolicy(str, Enum):
 class LongPolicy(str, Enum):
     first = "first"
     mean = "mean"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 class ExportFormat(str, Enum):

@@ -1,11 +1,14 @@
 """`convfeat pretrain` and `convfeat corpus`: train our own tagging convnet."""
 from __future__ import annotations
 
+import math
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from .cli_options import Device
 
 
 class Magnitude(str, Enum):
@@ -19,20 +22,11 @@ class Weighting(str, Enum):
     none = "none"
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 def register(app: typer.Typer) -> None:
     from .cli import friendly_errors
+    from .cli_corpus import app as corpus_app
 
-    try:
-        from .cli_corpus import app as corpus_app
-        app.add_typer(corpus_app, name="corpus")
-    except ImportError:  # corpus module not present in this build
-        pass
+    app.add_typer(corpus_app, name="corpus")
 
     @app.command("pretrain")
     @friendly_errors
@@ -96,6 +90,6 @@ def register(app: typer.Typer) -> None:
                               cache_dir=cache_dir, workers=workers, name=name, progress=progress,
                               log=bar.console.print)
         tr = record["training"]
-        test = "no test split" if tr["test_auc"] != tr["test_auc"] else f"test ROC-AUC {tr['test_auc']:.4f}"
+        test = "no test split" if math.isnan(tr["test_auc"]) else f"test ROC-AUC {tr['test_auc']:.4f}"
         typer.echo(f"model: {out} ({record['name']}, input {cfg.name}); best epoch {tr['best_epoch']}: "
                    f"validation ROC-AUC {tr['valid_auc']:.4f}, {test}")
