@@ -9,7 +9,7 @@ architecture and cost as choi2017, no weights needed):
 * naive     a per-file loop a user might write: ``librosa.load(path, sr=12000)``
             then a batch-of-1 forward of the first 29 s.
 * model     the model alone: batched forwards of pre-made 12-kHz windows.
-* extract   ``convfeat.extract`` end to end (decode, resample, batch, infer,
+* extract   ``convfeat.extraction`` end to end (decode, resample, batch, infer,
             write the HDF5 file), with 1 and 2 decoding workers.
 
 Throughput is audio seconds per wall second (x real time).  Then the peak
@@ -114,7 +114,7 @@ def main() -> None:
     import torch
 
     from convfeat import api
-    from convfeat.extract import extract, parse_set
+    from convfeat.extraction import extract, parse_set
     from convfeat.models import load_model
 
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")

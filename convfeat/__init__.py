@@ -9,17 +9,19 @@ multi-layer feature (32 average-pooled activations per conv block).
 >>> ids, X = convfeat.load("features.h5", features="choi2017", layers="12345")
 
 Attributes are imported lazily so that light modules (``convfeat.audio``,
-used by decoding worker processes) do not import torch.
+used by decoding worker processes, ``convfeat.store``, ``convfeat.evaluation``)
+do not import torch.  The rooms, in the order the data flows: ``audio`` →
+``models`` → ``extraction`` → ``store`` → ``evaluation`` (README, "Architecture").
 """
 from importlib import import_module
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "embed": "api", "tag": "api", "prepare": "api", "get_model": "api",
-    "calibrated_model": "api", "load_model": "models", "MODEL_NAMES": "models",
-    "MSD_TAGS": "models.tags", "load": "readback", "load_frame": "readback",
-    "extract": "extract",
+    "embed": "api", "tag": "api", "tag_batch": "api", "prepare": "api", "get_model": "api",
+    "calibrated_model": "api", "load_model": "models.registry", "MODEL_NAMES": "models.registry",
+    "MSD_TAGS": "models.tags", "load": "store.read", "load_frame": "store.read",
+    "extract": "extraction.pipeline",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

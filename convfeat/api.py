@@ -8,9 +8,12 @@ import numpy as np
 import torch
 
 from . import audio
-from .features import concat_layers
-from .frontend import SAMPLE_RATE
-from .models import WINDOW_SAMPLES, CompactConvnet, load_model
+from .constants import SAMPLE_RATE, WINDOW_SAMPLES
+from .layers import concat_layers
+from .models.calibration import calibration_indices
+from .models.compact import CompactConvnet
+from .models.registry import load_model
+from .errors import InputError
 
 
 @lru_cache(maxsize=8)
@@ -23,7 +26,7 @@ def get_model(model: str | CompactConvnet = "choi2017", weights: str | Path | No
     """A ready model: ``model`` itself if it is one, else :func:`load_model` (cached)."""
     if isinstance(model, CompactConvnet):
         if bn_mode is not None and bn_mode != model.bn_mode:
-            raise ValueError(f"the given model runs in bn_mode {model.bn_mode!r}; set model.bn_mode "
+            raise InputError(f"the given model runs in bn_mode {model.bn_mode!r}; set model.bn_mode "
                              "instead of passing bn_mode")
         return model
     return _cached_model(model, None if weights is None else str(weights), bn_mode, int(seed))
@@ -34,23 +37,15 @@ def prepare(y: np.ndarray, sr: int, short: str = "repeat") -> np.ndarray:
     (348,000 samples), shorter audio repeated (or zero-padded) to fill it."""
     y = np.asarray(y)
     if y.size == 0:
-        raise ValueError("empty signal")
+        raise InputError("empty signal")
     if not np.all(np.isfinite(y)):
-        raise ValueError("signal contains NaN or infinite samples")
+        raise InputError("signal contains NaN or infinite samples")
     mono = audio.to_mono(y)
     # Resample only what the window needs, plus one second so the resampling
     # filter sees the same context as when the whole file is resampled.
     keep = int(np.ceil(WINDOW_SAMPLES * sr / SAMPLE_RATE)) + int(sr)
     mono = audio.resample(mono[:keep], int(sr), SAMPLE_RATE)
     return audio.fit_window(mono, WINDOW_SAMPLES, short)
-
-
-def calibration_indices(n_items: int, max_clips: int = 256, seed: int = 0) -> np.ndarray:
-    """Seeded random sample (sorted indices) of up to ``max_clips`` of ``n_items`` items."""
-    if n_items <= 0:
-        raise ValueError("calibration needs at least one clip")
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_items, size=min(n_items, max_clips), replace=False))
 
 
 def calibrated_model(signals, model: str = "choi2017", weights: str | Path | None = None,
@@ -88,7 +83,7 @@ def _top_tags(net: CompactConvnet, probs: np.ndarray, top_k: int | None) -> dict
 
 def _require_tags(net: CompactConvnet) -> None:
     if not net.has_tags:
-        raise ValueError("these weights have no tag head (the TF-layout Keras-1 file has none); "
+        raise InputError("these weights have no tag head (the TF-layout Keras-1 file has none); "
                          "use the Theano-layout file: convfeat weights fetch choi2017")
 
 

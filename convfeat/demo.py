@@ -20,11 +20,11 @@ def run_demo(out: str | Path = "convfeat-demo", n_clips: int = 8, seed: int = 20
     "precision_at_k": float}``: precision of the shipped model's top-k tags,
     k = the number of true tags of each clip.
     """
-    from . import corpus
+    from .training import corpus
     from .api import tag
-    from .extract import SetSpec, extract
+    from .extraction import SetSpec, extract
     from .models import shipped_models
-    from .weights import WeightsNotFound, resolve
+    from .models.weights import WeightsNotFound, resolve
 
     out = Path(out)
     manifest = corpus.synth(out / "corpus", n=n_clips, seed=seed, duration=10.0)

@@ -2,7 +2,7 @@
 
 12 configurations (log | linear magnitude × per-frequency | A-weighting | no
 frequency weighting × ×10 | ×1 scaling, excerpt standardisation in all) ×
-training-set sizes, each trained with ``convfeat.pretrain`` under the same
+training-set sizes, each trained with ``convfeat.training.pretrain`` under the same
 budget of examples seen, scored by macro ROC-AUC on the corpus's test split.
 
     python experiments/preprocessing_study.py --manifest runs/corpus/manifest.csv
@@ -37,8 +37,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from convfeat.preprocess import study_configs
-    from convfeat.pretrain import pretrain
+    from convfeat.models.input import study_configs
+    from convfeat.training.pretrain import pretrain
 
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]

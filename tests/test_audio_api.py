@@ -9,8 +9,9 @@ import torch
 
 import convfeat
 from convfeat import audio, api
-from convfeat.features import concat_layers, parse_layers
-from convfeat.models import WINDOW_SAMPLES, load_model
+from convfeat.layers import concat_layers, parse_layers
+from convfeat.constants import WINDOW_SAMPLES
+from convfeat.models import load_model
 
 from conftest import SR, chirp, clicks, noise, tone
 

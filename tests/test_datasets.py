@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from convfeat import datasets
-from convfeat.cli_datasets import register
+from convfeat.cli.datasets import register
 from convfeat.datasets import DatasetError, MissingFilesError
 
 from conftest import shared_path

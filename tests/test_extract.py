@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 import convfeat
 from convfeat import api, audio
 from convfeat.cli import app
-from convfeat.extract import ExtractError, Policy, collect_items, extract, parse_set, shard_of
-from convfeat.features import mfcc_feature
-from convfeat.store import FeatureFile, StoreError, read_state
+from convfeat.extraction import ExtractError, Policy, collect_items, extract, parse_set, shard_of
+from convfeat.models.mfcc import mfcc_feature
+from convfeat.store.file import FeatureFile, StoreError, read_state
 
 from conftest import chirp, clicks, noise, tone
 
@@ -249,7 +249,7 @@ def test_shards_partition_the_collection(collection, tmp_path):
 
 def test_batches_never_exceed_batch_size(tmp_path, monkeypatch):
     """A long file's windows are spread over batches of at most --batch-size."""
-    import convfeat.extract as ex
+    import convfeat.extraction.pipeline as ex
 
     y = np.concatenate([tone(200 + 50 * k, 29.0) for k in range(7)])
     _write(tmp_path / "in" / "long.wav", y, 12000, subtype="FLOAT")

@@ -2,7 +2,7 @@
 
 The reference below is written from scratch in float64 NumPy.  It reads the RAW
 datasets of the published HDF5 files with h5py (it does not use
-``convfeat.models.keras_import`` nor ``convfeat.frontend``) and follows the
+``convfeat.models.keras_import`` nor ``convfeat.models.frontend``) and follows the
 published graph literally: framing with TensorFlow 'same' padding, a matrix
 product with the stored windowed-DFT kernels, the stored mel matrix, decibels,
 then five 3x3 convolution / batch-norm / ELU / max-pool blocks and the dense
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from convfeat import frontend
+from convfeat.models import frontend
 from convfeat.models import load_model
 
 from conftest import chirp, clicks, noise, tone

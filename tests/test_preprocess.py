@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from convfeat import preprocess as pp
-from convfeat.preprocess import InputConfig, InputTransform
+from convfeat.models import input as pp
+from convfeat.models.input import InputConfig, InputTransform
 
 # IEC 61672-1:2003 Table 3, A-weighting (dB) at nominal frequencies; the table
 # rounds to 0.1 dB (the nominal frequencies are themselves rounded, hence 0.15).

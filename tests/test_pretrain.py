@@ -9,8 +9,8 @@ import torch
 from typer.testing import CliRunner
 
 from convfeat.cli import app
-from convfeat.preprocess import InputConfig
-from convfeat.pretrain import PretrainError, pretrain, read_tag_manifest
+from convfeat.models.input import InputConfig
+from convfeat.training.pretrain import PretrainError, pretrain, read_tag_manifest
 
 SR = 12000
 

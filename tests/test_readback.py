@@ -1,4 +1,4 @@
-"""convfeat.readback: load / load_frame / info / export / merge on small generated files."""
+"""convfeat.store (read, merge): load / load_frame / info / export / merge on small generated files."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from convfeat import readback
-from convfeat.readback import export, format_info, info, load, load_frame, merge
-from convfeat.store import FeatureFile, StoreError
+from convfeat.store import read as readback
+from convfeat.store import FeatureFile, StoreError, export, format_info, info, load, load_frame, merge
 
 CONFIG = {"model": "choi2017", "weights_sha256": "0" * 64, "bn_mode": "instance", "length": "center29"}
 MFCC_CONFIG = {"n_mfcc": 20, "sr": 12000}

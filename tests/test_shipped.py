@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from convfeat import corpus
+from convfeat.training import corpus
 from convfeat.models import shipped_models
 
 pytestmark = pytest.mark.skipif("convfeat-synth" not in shipped_models(),

@@ -16,9 +16,9 @@ import h5py
 import numpy as np
 import pytest
 
-import convfeat.weights as W
+import convfeat.models.weights as W
 from convfeat.models.keras_import import WeightFileError, check_hdf5
-from convfeat.weights import FetchError, WeightSpec, WeightsNotFound
+from convfeat.models.weights import FetchError, WeightSpec, WeightsNotFound
 
 from conftest import shared_path
 

@@ -25,6 +25,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from ..audio import AUDIO_EXTENSIONS
+from ..errors import InputError
 
 #: Column order of a manifest: these first (those present), then the rest.
 LEADING_COLUMNS = ("id", "path", "label", "tags", "fold", "split", "group")
@@ -32,7 +33,7 @@ TASKS = ("classification", "regression", "multilabel")
 MAX_LISTED = 5
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """ROOT does not look like the dataset, or an option is wrong (one line)."""
 
 

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..frontend import MelFrontend, power_to_db
+from ..constants import LAYER_NAMES
+from .frontend import MelFrontend, power_to_db
+from ..errors import InputError
 
-LAYER_NAMES = ("layer1", "layer2", "layer3", "layer4", "layer5")
 POOLS_96 = ((2, 4), (3, 4), (2, 5), (2, 4), (4, 4))
-BN_MODES = ("batch", "instance", "calibrated", "stored")
 
 
 @dataclass
@@ -133,10 +133,10 @@ class CompactConvnet(nn.Module):
         self.frontend = MelFrontend(mel_basis)
         self.input_transform = None
         if cfg.input is not None:
-            from ..preprocess import InputConfig, InputTransform
+            from .input import InputConfig, InputTransform
             self.input_transform = InputTransform(InputConfig.from_dict(cfg.input), cfg.n_mels)
         if self.frontend.n_mels != cfg.n_mels:
-            raise ValueError(f"mel basis has {self.frontend.n_mels} bands, config says {cfg.n_mels}")
+            raise InputError(f"mel basis has {self.frontend.n_mels} bands, config says {cfg.n_mels}")
         chans = [1] + [cfg.channels] * len(cfg.pools)
         self.blocks = nn.ModuleList(
             ConvBlock(chans[i], chans[i + 1], cfg.pools[i], cfg.bn_eps) for i in range(len(cfg.pools)))
@@ -153,7 +153,7 @@ class CompactConvnet(nn.Module):
     @bn_mode.setter
     def bn_mode(self, mode: str) -> None:
         if mode not in self.config.allowed_bn_modes:
-            raise ValueError(f"bn_mode {mode!r} is not available for this model; "
+            raise InputError(f"bn_mode {mode!r} is not available for this model; "
                              f"choose one of {', '.join(self.config.allowed_bn_modes)}")
         self._bn_mode = mode
 
@@ -173,7 +173,7 @@ class CompactConvnet(nn.Module):
             for key in ("mean", "var"):
                 value = np.asarray(stats[name][key], dtype=np.float32)
                 if value.shape != (b.bn.mean.numel(),):
-                    raise ValueError(f"statistics {name}/{key} have shape {value.shape}, "
+                    raise InputError(f"statistics {name}/{key} have shape {value.shape}, "
                                      f"expected ({b.bn.mean.numel()},)")
                 getattr(b.bn, key).copy_(torch.from_numpy(value))
         self.calibrated = True
@@ -232,10 +232,10 @@ class CompactConvnet(nn.Module):
         ``bn_mode = "calibrated"``.
         """
         if "calibrated" not in self.config.allowed_bn_modes:
-            raise ValueError("this model uses stored statistics and cannot be calibrated")
+            raise InputError("this model uses stored statistics and cannot be calibrated")
         clips = torch.as_tensor(np.stack([np.asarray(c, dtype=np.float32) for c in clips]))
         if clips.ndim != 2 or clips.shape[0] == 0:
-            raise ValueError("calibrate() needs a non-empty set of equal-length 1-D clips")
+            raise InputError("calibrate() needs a non-empty set of equal-length 1-D clips")
         device = self.blocks[0].conv.weight.device
         for depth, target in enumerate(self.blocks):
             total = torch.zeros(target.bn.mean.numel(), dtype=torch.float64, device=device)

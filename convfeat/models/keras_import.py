@@ -18,6 +18,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from ..errors import InputError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -48,7 +49,7 @@ class ConvnetArrays:
     keras_config: dict | None = None
 
 
-class WeightFileError(ValueError):
+class WeightFileError(InputError):
     """A weight file is missing, of the wrong kind, or incomplete."""
 
 

@@ -18,6 +18,7 @@ import torch
 
 from ..fileio import write_bytes_atomic
 from .compact import CompactConfig, CompactConvnet
+from ..errors import InputError
 
 FORMAT = "convfeat-model/1"
 #: where shipped models live: <project>/models/<name>/ (beside the package).
@@ -68,7 +69,7 @@ def read_meta(path: str | Path) -> dict:
         raise FileNotFoundError(f"{path}: not a trained convfeat model (no model.json)")
     meta = json.loads((d / "model.json").read_text())
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{d}/model.json: unknown format {meta.get('format')!r} (expected {FORMAT})")
+        raise InputError(f"{d}/model.json: unknown format {meta.get('format')!r} (expected {FORMAT})")
     return meta
 
 
@@ -80,7 +81,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Compac
     raw = (d / "weights.npz").read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
     if digest != meta["weights_sha256"]:
-        raise ValueError(f"{d}/weights.npz: sha256 {digest[:12]}… does not match model.json "
+        raise InputError(f"{d}/weights.npz: sha256 {digest[:12]}… does not match model.json "
                          f"({meta['weights_sha256'][:12]}…); the folder is corrupt or was edited")
     config = CompactConfig.from_dict(meta["config"])
     model = CompactConvnet(config, bn_mode="stored", tag_names=tuple(meta["tags"]) or None)
@@ -88,7 +89,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Compac
         state = {k: torch.from_numpy(z[k]) for k in z.files}
     missing = set(model.state_dict()) - set(state)
     if missing:
-        raise ValueError(f"{d}/weights.npz lacks {sorted(missing)[:3]}…")
+        raise InputError(f"{d}/weights.npz lacks {sorted(missing)[:3]}…")
     model.load_state_dict(state)
     if model.input_transform is not None:
         model.input_transform.fitted = True

@@ -1,4 +1,4 @@
-"""Audio in: decoding, mono mix-down, resampling and fitting to the model window.
+"""Audio in: decoding, mono mix-down and resampling.
 
 Pure functions over NumPy arrays (float32 unless stated).  A mono signal is
 ``(samples,)``; a multichannel signal is 2-D with channels on the *shorter*
@@ -10,11 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from ..errors import InputError
 
-SHORT_POLICIES = ("repeat", "pad")
-
-
-class AudioDecodeError(ValueError):
+class AudioDecodeError(InputError):
     """A file could not be decoded by any available decoder."""
 
 
@@ -24,7 +22,7 @@ def to_mono(y: np.ndarray) -> np.ndarray:
     if y.ndim == 1:
         return y.astype(np.float32, copy=False)
     if y.ndim != 2:
-        raise ValueError(f"audio must be 1-D or 2-D, got shape {y.shape}")
+        raise InputError(f"audio must be 1-D or 2-D, got shape {y.shape}")
     axis = 0 if y.shape[0] <= y.shape[1] else 1
     return y.mean(axis=axis, dtype=np.float64).astype(np.float32)
 
@@ -46,30 +44,13 @@ def mixdown(frames: np.ndarray) -> np.ndarray:
 def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Resample mono ``y`` from ``sr_in`` to ``sr_out`` Hz (soxr, high quality)."""
     if sr_in <= 0 or sr_out <= 0:
-        raise ValueError(f"sample rates must be positive, got {sr_in} -> {sr_out}")
+        raise InputError(f"sample rates must be positive, got {sr_in} -> {sr_out}")
     y = np.asarray(y, dtype=np.float32)
     if int(sr_in) == int(sr_out):
         return y
     import soxr
 
     return soxr.resample(y, int(sr_in), int(sr_out), quality="HQ").astype(np.float32, copy=False)
-
-
-def fit_window(y: np.ndarray, n: int, short: str = "repeat") -> np.ndarray:
-    """The first ``n`` samples of ``y``; a shorter signal is repeated (``"repeat"``,
-    the study's policy) or zero-padded (``"pad"``) up to ``n``."""
-    if short not in SHORT_POLICIES:
-        raise ValueError(f"short must be one of {SHORT_POLICIES}, got {short!r}")
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim != 1:
-        raise ValueError(f"fit_window expects mono audio, got shape {y.shape}")
-    if y.size == 0:
-        raise ValueError("cannot fit an empty signal to a window")
-    if y.size >= n:
-        return y[:n]
-    if short == "repeat":
-        return np.tile(y, -(-n // y.size))[:n]
-    return np.pad(y, (0, n - y.size))
 
 
 def load(path: str | Path) -> tuple[np.ndarray, int]:
@@ -102,29 +83,8 @@ def load(path: str | Path) -> tuple[np.ndarray, int]:
                                f"{': ' + str(exc) if str(exc) else ''})") from None
 
 
-LONG_POLICIES = ("first", "mean")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au",
                     ".snd", ".caf", ".w64", ".m4a", ".aac", ".wma", ".mp4", ".webm", ".mka")
-
-
-def split_windows(y: np.ndarray, n: int, hop: int, long: str = "first", short: str = "repeat") -> np.ndarray:
-    """Cut a mono 12-kHz signal into model windows → ``(k, n)`` float32.
-
-    Shorter than ``n``: one window, repeated or padded (``short``).
-    ``long="first"``: the first window only (the study's policy).
-    ``long="mean"``: every full window starting at 0, hop, 2·hop, … (the
-    caller averages their pooled features); a tail shorter than a window
-    after the last full one is not used.
-    """
-    if long not in LONG_POLICIES:
-        raise ValueError(f"long must be one of {LONG_POLICIES}, got {long!r}")
-    if hop <= 0:
-        raise ValueError("hop must be positive")
-    y = np.asarray(y, dtype=np.float32)
-    if y.size <= n or long == "first":
-        return fit_window(y, n, short)[None]
-    # Strided view: no copy of a long signal (rows share memory with y).
-    return np.lib.stride_tricks.sliding_window_view(y, n)[::hop]
 
 
 def read_resampled(path: str | Path, sr_out: int, max_seconds: float | None = None,

@@ -16,14 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-SAMPLE_RATE = 12000
-N_FFT = 512
-HOP = 256
-N_MELS = 96
-FMIN = 0.0
-FMAX = 6000.0
-AMIN = 1e-10
-DYNAMIC_RANGE_DB = 80.0
+from ..constants import AMIN, DYNAMIC_RANGE_DB, FMAX, FMIN, HOP, N_FFT, N_MELS, SAMPLE_RATE
+from ..errors import InputError
 
 
 def hann_periodic(n_fft: int = N_FFT) -> np.ndarray:
@@ -107,7 +101,7 @@ class MelFrontend(nn.Module):
             mel_basis = mel_filterbank(n_fft=n_fft)
         mel_basis = np.asarray(mel_basis, dtype=np.float32)
         if mel_basis.shape[0] != n_fft // 2 + 1:
-            raise ValueError(f"mel basis must have {n_fft // 2 + 1} rows, got {mel_basis.shape}")
+            raise InputError(f"mel basis must have {n_fft // 2 + 1} rows, got {mel_basis.shape}")
         self.n_fft = n_fft
         self.hop = hop
         self.register_buffer("mel_basis", torch.from_numpy(mel_basis.copy()))
@@ -140,5 +134,5 @@ def power_to_db(mel: torch.Tensor, reference: str = "clip") -> torch.Tensor:
     elif reference == "clip":
         ref = db.amax(dim=tuple(range(1, db.ndim)), keepdim=True)
     else:
-        raise ValueError(f"reference must be 'batch' or 'clip', got {reference!r}")
+        raise InputError(f"reference must be 'batch' or 'clip', got {reference!r}")
     return torch.clamp(db - ref, min=-DYNAMIC_RANGE_DB)

@@ -16,7 +16,6 @@ accepted, and its checksum is recorded in provenance.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -25,7 +24,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .models.keras_import import WeightFileError, check_hdf5
+from ..fileio import sha256_of
+from .keras_import import WeightFileError, check_hdf5
+from ..errors import ConvfeatError, UnknownNameError
 
 ENV_WEIGHTS_DIR = "CONVFEAT_WEIGHTS_DIR"
 ENV_CACHE_DIR = "CONVFEAT_CACHE_DIR"
@@ -69,11 +70,11 @@ WEIGHTS: dict[str, WeightSpec] = {
 }
 
 
-class WeightsNotFound(FileNotFoundError):
+class WeightsNotFound(ConvfeatError, FileNotFoundError):
     """No installed weights for a model; the message says how to get them."""
 
 
-class FetchError(RuntimeError):
+class FetchError(ConvfeatError, RuntimeError):
     """A download or copy failed verification; nothing was installed."""
 
 
@@ -87,19 +88,11 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("convfeat")) / "weights"
 
 
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def get_spec(name: str) -> WeightSpec:
     try:
         return WEIGHTS[name]
     except KeyError:
-        raise KeyError(f"unknown weights {name!r}; known: {', '.join(WEIGHTS)}") from None
+        raise UnknownNameError(f"unknown weights {name!r}; known: {', '.join(WEIGHTS)}") from None
 
 
 def candidates(spec: WeightSpec) -> list[Path]:

@@ -1,7 +1,4 @@
-"""`convfeat evaluate` and `convfeat import`: parse, call the library, print.
-
-Wired into the main app by ``register(app)`` (called from :mod:`convfeat.cli`).
-"""
+"""`convfeat evaluate`, `import` and `run`: parse, call the library, print."""
 from __future__ import annotations
 
 import sys
@@ -10,6 +7,15 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from .common import fail, friendly_errors
+
+app = typer.Typer()   # commands collected here, added to the main app by register()
+
+
+def register(main: typer.Typer) -> None:
+    """Add ``evaluate``, ``import`` and ``run`` to the main ``convfeat`` app."""
+    main.registered_commands += app.registered_commands
 
 
 class Protocol(str, Enum):
@@ -29,19 +35,8 @@ class Scaler(str, Enum):
     off = "off"
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _errors():
-    from .evaluate import EvaluationError
-    from .importer import ImportError_
-    from .store import StoreError
-
-    return (EvaluationError, ImportError_, StoreError, ValueError, KeyError, FileNotFoundError, OSError)
-
-
+@app.command("evaluate")
+@friendly_errors
 def evaluate_cmd(
     files: List[Path] = typer.Argument(..., help="Feature file(s) (HDF5, from `convfeat extract` or `convfeat import`)."),
     labels: Optional[Path] = typer.Option(None, "--labels", "-l", help="Manifest CSV with one row per item, matched "
@@ -96,24 +91,21 @@ def evaluate_cmd(
 
       convfeat evaluate a.h5 b.h5 -l tags.csv --tags-column tags --head linear --group-column artist
     """
-    from . import evaluate as ev
+    from .. import evaluation as ev
 
-    try:
-        n_jobs = jobs or ev.cpu_count()
-        progress = None
-        if not quiet and sys.stderr.isatty():
-            def progress(done, total):
-                typer.echo(f"\r{done}/{total} fold fits", err=True, nl=done == total)
-        res = ev.run([str(f) for f in files], str(labels) if labels else None, label_column=label_column,
-                     target_columns=target_columns, tags_column=tags_column, tag_separator=tag_separator,
-                     key_column=key_column, fold_column=fold_column, split_column=split_column,
-                     group_column=group_column, features=features, layers=layers, protocol=protocol.value,
-                     n_folds=folds, shuffle=shuffle, seed=seed, head=head.value, scaler=scaler.value,
-                     inner_folds=inner_folds, baselines=baselines, n_jobs=n_jobs, max_iter=max_iter, out_dir=out,
-                     plots=not no_plots, progress=progress,
-                     title=" ".join(["convfeat"] + sys.argv[1:]) if sys.argv else None)
-    except _errors() as exc:
-        _fail(str(exc).strip("'\""))
+    n_jobs = jobs or ev.cpu_count()
+    progress = None
+    if not quiet and sys.stderr.isatty():
+        def progress(done, total):
+            typer.echo(f"\r{done}/{total} fold fits", err=True, nl=done == total)
+    res = ev.run([str(f) for f in files], str(labels) if labels else None, label_column=label_column,
+                 target_columns=target_columns, tags_column=tags_column, tag_separator=tag_separator,
+                 key_column=key_column, fold_column=fold_column, split_column=split_column,
+                 group_column=group_column, features=features, layers=layers, protocol=protocol.value,
+                 n_folds=folds, shuffle=shuffle, seed=seed, head=head.value, scaler=scaler.value,
+                 inner_folds=inner_folds, baselines=baselines, n_jobs=n_jobs, max_iter=max_iter, out_dir=out,
+                 plots=not no_plots, progress=progress,
+                 title=" ".join(["convfeat"] + sys.argv[1:]) if sys.argv else None)
     lab = res["labels"]
     r0 = res["results"][0]
     typer.echo(f"{ev.PROTOCOL_LABELS[r0.protocol]}")
@@ -133,6 +125,8 @@ def evaluate_cmd(
         typer.echo(f"report: {Path(out) / 'report.md'}")
 
 
+@app.command("import")
+@friendly_errors
 def import_cmd(
     sources: List[Path] = typer.Argument(None, help="Embeddings: one .npy (N×d), .npz (arrays per layer, optional "
                                          "'ids'), .csv/.tsv (id column + numeric columns), or several .npy files, "
@@ -157,30 +151,46 @@ def import_cmd(
 
       convfeat import --study ../shared/paper -o study/
     """
-    from .importer import import_embeddings, import_study
+    from ..store.importer import import_embeddings, import_study
 
-    try:
-        if study is not None:
-            if sources:
-                _fail("give either --study or source files")
-            done = import_study(study, out)
-            for task, d in done.items():
-                typer.echo(f"{task}: {d['features']} (labels {d['labels']}, column {', '.join(d['columns'])})")
-            return
-        if not sources:
-            _fail("give the embedding file(s) to import (or --study DIR)")
-        if not name:
-            _fail("give the feature set name with --name")
-        info = import_embeddings(sources, out, name, ids=ids, id_column=id_column, path_column=path_column,
-                                 split_layers=split_layers,
-                                 command=" ".join(["convfeat"] + sys.argv[1:]) if sys.argv else None)
-    except _errors() as exc:
-        _fail(str(exc).strip("'\""))
+    if study is not None:
+        if sources:
+            fail("give either --study or source files")
+        done = import_study(study, out)
+        for task, d in done.items():
+            typer.echo(f"{task}: {d['features']} (labels {d['labels']}, column {', '.join(d['columns'])})")
+        return
+    if not sources:
+        fail("give the embedding file(s) to import (or --study DIR)")
+    if not name:
+        fail("give the feature set name with --name")
+    info = import_embeddings(sources, out, name, ids=ids, id_column=id_column, path_column=path_column,
+                             split_layers=split_layers,
+                             command=" ".join(["convfeat"] + sys.argv[1:]) if sys.argv else None)
     widths = ", ".join(f"{k} {w}" for k, w in info["datasets"].items())
     typer.echo(f"imported {info['n_items']} items as set {info['set']!r} ({widths}) -> {info['path']}")
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``evaluate`` and ``import`` commands to the main ``convfeat`` app."""
-    app.command("evaluate")(evaluate_cmd)
-    app.command("import")(import_cmd)
+@app.command("run")
+@friendly_errors
+def run_cmd(
+    experiment: Path = typer.Argument(..., help="Experiment TOML file (see the README, 'Experiments')."),
+    jobs: Optional[int] = typer.Option(None, help="Processes for the evaluation (default: all cores)."),
+    workers: int = typer.Option(1, min=0, help="Decoding worker processes for extraction."),
+    force: bool = typer.Option(False, help="Redo the manifest and the evaluation even if they are current."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final table."),
+):
+    """Dataset -> manifest -> features -> evaluation -> report, in one command.
+
+    Resumable: every step whose output is current is skipped (extraction
+    resumes where it stopped).
+    """
+    from .. import evaluation as ev
+    from ..experiment import run_experiment
+
+    log = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
+    out = run_experiment(experiment, jobs=jobs, workers=workers, force=force, log=log,
+                         progress=not quiet and sys.stderr.isatty())
+    if out.get("results"):
+        typer.echo(ev.format_table(out["results"], out["tests"]))
+    typer.echo(f"report: {out['report']} ({', '.join(f'{k} {v}' for k, v in out['steps'].items())})")

@@ -44,6 +44,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..fileio import canonical_json, json_default
+from ..errors import ConvfeatError
+
 FORMAT = "convfeat-features"
 FORMAT_VERSION = 1
 ITEM_COLUMNS = ("id", "path", "duration", "source_sr", "channels", "windows", "status", "reason")
@@ -51,7 +54,7 @@ _STR = h5py.string_dtype()
 _NUMERIC = {"duration": np.float64, "source_sr": np.int32, "channels": np.int16, "windows": np.int32}
 
 
-class StoreError(RuntimeError):
+class StoreError(ConvfeatError, RuntimeError):
     """A feature file cannot be used as asked (locked, other config, not ours)."""
 
 
@@ -184,7 +187,7 @@ class FeatureFile:
         """Get feature set ``name``, creating it; refuse one made with another config."""
         if name in self.sets:
             fs = self.sets[name]
-            if _canonical(fs.config) != _canonical(config):
+            if canonical_json(fs.config) != canonical_json(config):
                 diff = sorted(k for k in set(fs.config) | set(config) if fs.config.get(k) != config.get(k))
                 raise StoreError(f"feature set {name!r} in {self.path} was made with another "
                                  f"configuration (differs in: {', '.join(diff)}); write to another "
@@ -210,8 +213,8 @@ class FeatureFile:
         self.journal_dir.mkdir(exist_ok=True)
         self._journal_seq += 1
         payload = {"updates": json.dumps([{k: v for k, v in u.items() if k != "features"} for u in updates],
-                                         default=_json_default),
-                   "configs": _canonical({name: fs.config for name, fs in self.sets.items()})}
+                                         default=json_default),
+                   "configs": canonical_json({name: fs.config for name, fs in self.sets.items()})}
         for j, u in enumerate(updates):
             for set_name, arrays in u.get("features", {}).items():
                 for ds, vec in arrays.items():
@@ -238,7 +241,7 @@ class FeatureFile:
                 fs = self.sets.get(set_name)
                 if fs is None:
                     continue
-                if "configs" in u and _canonical(u["configs"].get(set_name, {})) != _canonical(fs.config):
+                if "configs" in u and canonical_json(u["configs"].get(set_name, {})) != canonical_json(fs.config):
                     continue  # journaled by a run with another configuration of this set
                 for ds, vec in arrays.items():
                     fs.datasets[ds][i] = vec
@@ -301,27 +304,15 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o))
-
-
-def _canonical(d: dict) -> str:
-    return json.dumps(d, sort_keys=True, default=_json_default)
-
-
 def write_state(path, attrs: dict, items: Items, sets: dict[str, FeatureSet]) -> None:
-    from . import __version__
+    from .. import __version__
 
     with h5py.File(path, "w") as h:
         h.attrs["format"] = FORMAT
         h.attrs["format_version"] = FORMAT_VERSION
         h.attrs["convfeat_version"] = __version__
         for k, v in attrs.items():
-            h.attrs[k] = v if isinstance(v, (str, int, float)) else json.dumps(v, default=_json_default)
+            h.attrs[k] = v if isinstance(v, (str, int, float)) else json.dumps(v, default=json_default)
         g = h.create_group("items")
         for c in ITEM_COLUMNS:
             arr = items.columns[c]
@@ -334,8 +325,8 @@ def write_state(path, attrs: dict, items: Items, sets: dict[str, FeatureSet]) ->
         n = len(items)
         for name, fs in sets.items():
             sg = fg.create_group(name)
-            sg.attrs["config"] = _canonical(fs.config)
-            sg.attrs["provenance"] = json.dumps(fs.provenance, default=_json_default)
+            sg.attrs["config"] = canonical_json(fs.config)
+            sg.attrs["provenance"] = json.dumps(fs.provenance, default=json_default)
             for ds, arr in fs.datasets.items():
                 sg.create_dataset(ds, data=arr, chunks=(max(1, min(n, 4096)), arr.shape[1]) if n else None,
                                   compression="gzip" if n else None, compression_opts=4 if n else None,

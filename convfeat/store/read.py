@@ -1,7 +1,7 @@
-"""Reading convfeat feature files back: arrays, tables, summaries, exports, merges.
+"""Reading convfeat feature files back: arrays, tables, summaries, exports.
 
 Everything here reads files with plain :mod:`h5py`, read-only, and never
-modifies them (:func:`merge` writes a *new* file).  The layout is described in
+modifies them (merging shards is :mod:`convfeat.store.merge`).  The layout is described in
 :mod:`convfeat.store`; in short, ``/items/*`` holds one row per item and
 ``/features/<set>/*`` one ``(N, width)`` float32 dataset per block plus a
 ``done`` flag per item.
@@ -15,7 +15,7 @@ Feature selection
 ``features`` names one feature set (``"choi2017"``, ``"mfcc"``, …) or several
 joined by ``+`` (``"mfcc+choi2017"``), concatenated in the order given; rows are
 then the items usable in *all* of them.  ``layers`` (``"12345"``, ``"5"``,
-``"135"``, see :func:`convfeat.features.parse_layers`) picks the 32-wide blocks
+``"135"``, see :func:`convfeat.layers.parse_layers`) picks the 32-wide blocks
 of every convnet set (a set holding ``layer1`` … ``layer5``), always in
 ascending block order; sets without layer datasets (``mfcc``, 120 wide) are
 taken whole and ignore ``layers``.
@@ -30,12 +30,8 @@ The file is always readable without convfeat, e.g.::
 """
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import tempfile
 import textwrap
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -43,11 +39,13 @@ from typing import Iterable, Sequence
 import h5py
 import numpy as np
 
-from .features import LAYER_NAMES, parse_layers
-from .fileio import atomic_path
-from .store import FORMAT, FORMAT_VERSION, ITEM_COLUMNS, FeatureSet, Items, StoreError, read_state, write_state
+from ..constants import LAYER_NAMES
+from ..fileio import atomic_path
+from ..layers import parse_layers
+from .file import FORMAT, FORMAT_VERSION, ITEM_COLUMNS
+from ..errors import InputError
 
-__all__ = ["load", "load_frame", "info", "format_info", "export", "merge", "feature_columns", "EXPORT_FORMATS"]
+__all__ = ["load", "load_frame", "info", "format_info", "export", "feature_columns", "items_table", "EXPORT_FORMATS"]
 
 EXPORT_FORMATS = ("npy", "csv", "parquet")
 _NUMERIC_ITEM_COLUMNS = ("duration", "source_sr", "channels", "windows")
@@ -63,18 +61,18 @@ def _open(path):
     try:
         h = h5py.File(path, "r")
     except OSError as exc:
-        raise ValueError(f"{path} is not a convfeat feature file: not a readable HDF5 file ({exc})") from None
+        raise InputError(f"{path} is not a convfeat feature file: not a readable HDF5 file ({exc})") from None
     with h:
         fmt = h.attrs.get("format")
         if isinstance(fmt, bytes):
             fmt = fmt.decode(errors="replace")
         if fmt != FORMAT or "items" not in h or "features" not in h:
-            raise ValueError(f"{path} is an HDF5 file but not a convfeat feature file (its 'format' "
+            raise InputError(f"{path} is an HDF5 file but not a convfeat feature file (its 'format' "
                              f"attribute is {fmt!r}, expected {FORMAT!r}); convfeat reads the files "
                              "written by `convfeat extract`")
         version = int(h.attrs.get("format_version", 0))
         if version > FORMAT_VERSION:
-            raise ValueError(f"{path} uses feature-file format version {version}, newer than this "
+            raise InputError(f"{path} uses feature-file format version {version}, newer than this "
                              f"convfeat reads ({FORMAT_VERSION}); upgrade convfeat")
         yield h
 
@@ -105,10 +103,10 @@ def _set_names(features) -> list[str]:
     else:
         names = [str(part).strip() for part in features]
     if not names or any(not n for n in names):
-        raise ValueError(f"features must name feature sets such as 'choi2017' or 'mfcc+choi2017', "
+        raise InputError(f"features must name feature sets such as 'choi2017' or 'mfcc+choi2017', "
                          f"got {features!r}")
     if len(set(names)) != len(names):
-        raise ValueError(f"features names a set twice: {features!r}")
+        raise InputError(f"features names a set twice: {features!r}")
     return names
 
 
@@ -124,7 +122,7 @@ def _plan(h, path, features, layers) -> list[tuple[str, str, int, str]]:
     layer_names = None
     for name in names:
         if name not in h["features"]:
-            raise ValueError(f"{path} has no feature set {name!r}; available: "
+            raise InputError(f"{path} has no feature set {name!r}; available: "
                              f"{', '.join(available) if available else '(none)'}")
         sg = h["features"][name]
         present = _feature_datasets(sg)
@@ -133,7 +131,7 @@ def _plan(h, path, features, layers) -> list[tuple[str, str, int, str]]:
                 layer_names = parse_layers(layers)
             missing = [d for d in layer_names if d not in present]
             if missing:
-                raise ValueError(f"feature set {name!r} in {path} has no {', '.join(missing)} "
+                raise InputError(f"feature set {name!r} in {path} has no {', '.join(missing)} "
                                  f"(it holds {', '.join(sorted(present))})")
             chosen = layer_names
         else:
@@ -446,7 +444,7 @@ def export(path, out, format: str = "npy", features: str | Sequence[str] = "choi
     """
     fmt = str(format).lower()
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+        raise InputError(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out)
     if fmt == "npy":
         with _open(path) as h:
@@ -454,9 +452,9 @@ def export(path, out, format: str = "npy", features: str | Sequence[str] = "choi
             ids = _strings(h["items/id"])[rows].tolist()
         bad = [i for i in ids if "\n" in i or "\r" in i]
         if bad:
-            raise ValueError(f"item id {bad[0]!r} contains a line break; export to csv or parquet instead")
+            raise InputError(f"item id {bad[0]!r} contains a line break; export to csv or parquet instead")
         if out.exists() and not out.is_dir():
-            raise ValueError(f"npy export writes a directory; {out} is a file")
+            raise InputError(f"npy export writes a directory; {out} is a file")
         out.mkdir(parents=True, exist_ok=True)
         written = []
         with atomic_path(out / "X.npy", ".npy") as tmp:
@@ -483,250 +481,13 @@ def export(path, out, format: str = "npy", features: str | Sequence[str] = "choi
     return [out]
 
 
-# -- merge ----------------------------------------------------------------------------
-@contextmanager
-def _write_lock(path: Path):
-    """Hold ``<path>.lock`` like :class:`convfeat.store.FeatureFile` does."""
-    lock_path = Path(str(path) + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(f"{path} is being written by a convfeat run; wait for it to finish "
-                             "or merge into another file") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+def items_table(path):
+    """The items of a feature file as a DataFrame: ``id``, ``path`` and the metadata
+    columns (all text), one row per item in file order, whatever their status."""
+    import pandas as pd
 
-
-def _same_row(a: tuple, b: tuple, items, sets, set_names) -> bool:
-    """Whether row a=(shard, row) and row b hold the same item data and features."""
-    (sa, ra), (sb, rb) = a, b
-    for c in ITEM_COLUMNS:
-        va, vb = items[sa].columns[c][ra], items[sb].columns[c][rb]
-        if c == "duration":
-            if not (va == vb or (np.isnan(va) and np.isnan(vb))):
-                return False
-        elif va != vb:
-            return False
-    for k in set(items[sa].meta) | set(items[sb].meta):
-        va = items[sa].meta[k][ra] if k in items[sa].meta else ""
-        vb = items[sb].meta[k][rb] if k in items[sb].meta else ""
-        if va != vb:
-            return False
-    for name in set_names:
-        fa, fb = sets[sa][name], sets[sb][name]
-        if fa.done[ra] != fb.done[rb]:
-            return False
-        if fa.done[ra] and any(not np.array_equal(fa.datasets[d][ra], fb.datasets[d][rb]) for d in fa.datasets):
-            return False
-    return True
-
-
-def _is_empty(sr: tuple, items, sets, set_names) -> bool:
-    """A pending row with no feature done: it carries nothing."""
-    s, r = sr
-    return items[s].columns["status"][r] == "pending" and not any(sets[s][n].done[r] for n in set_names)
-
-
-def merge(out, shards: Sequence, *, attrs: dict | None = None, allow_pending_journal: bool = False) -> Path:
-    """Combine shard files (``convfeat extract --shard I/N``) into one feature file.
-
-    Parameters
-    ----------
-    out : str or Path
-        The merged file, written to a temporary file in its directory and
-        renamed into place (holding ``<out>.lock`` meanwhile).  It may exist,
-        but must not be one of the shards.
-    shards : sequence of str or Path
-        The shard files (at least one, each named once).
-    attrs : dict, optional
-        Extra file attributes for the merged file (e.g. ``{"command": ...}``).
-    allow_pending_journal : bool
-        Merge even when a shard has journaled batches not yet folded into it
-        (they are then left out of the merged file).
-
-    Returns
-    -------
-    Path
-        ``out``.  Its items are those of all shards, sorted by id; its file
-        attributes are the first shard's (less ``shard``, ``command``,
-        ``created``, ``updated``), plus ``created``/``updated`` (now),
-        ``merged_from`` (the shard file names, a JSON list) and ``attrs``.
-        Each feature set keeps the first shard's provenance and the (shared)
-        calibration group; an ``indices`` array in it (rows of ``/items``) is
-        re-pointed at the merged rows when every shard's indices name the same
-        items, and kept as stored otherwise (``ids`` need no change).
-
-    Raises
-    ------
-    StoreError
-        A shard is not a feature file; shards from different ``--shard I/N``
-        splits (different N); a feature set missing from a shard, or made with
-        another configuration (the message names the set and the differing
-        config keys) or other datasets; calibration groups that differ; an
-        item id in several shards with different data (a row that is still
-        ``pending`` with no feature done yields to the others, identical rows
-        are kept once); a shard with pending journal batches; ``out`` is a
-        shard, is being written, or has a journal of its own.
-    """
-    out = Path(out)
-    paths = [Path(s) for s in shards]
-    if not paths:
-        raise StoreError("merge needs at least one shard file")
-    resolved = [p.resolve() for p in paths]
-    if len(set(resolved)) != len(resolved):
-        raise StoreError("a shard file is named twice: " + ", ".join(str(p) for p in paths))
-    for p in paths:
-        if not p.exists():
-            raise StoreError(f"no such shard file: {p}")
-        if out.resolve() == p.resolve() or (out.exists() and os.path.samefile(out, p)):
-            raise StoreError(f"the merge output {out} is one of the shards; write to another file")
-    if _journal_entries(out):
-        raise StoreError(f"{out} has a journal ({out}.journal) of batches from another run; "
-                         "remove it or merge into another file")
-    for p in paths:
-        pending = _journal_entries(p)
-        if pending and not allow_pending_journal:
-            raise StoreError(f"shard {p} has {pending} journaled batch(es) not yet folded into it (its run "
-                             "was interrupted or is still going); run the same `convfeat extract` command "
-                             "again to finish it, or merge without them (allow_pending_journal=True)")
-
-    all_attrs, items, sets = [], [], []
-    for p in paths:
-        try:
-            a, it, st = read_state(p)
-        except OSError as exc:
-            raise StoreError(f"{p} is not a readable HDF5 file ({exc})") from None
-        all_attrs.append(a)
-        items.append(it)
-        sets.append(st)
-
-    labels = [(p, a["shard"]) for p, a in zip(paths, all_attrs) if a.get("shard") not in (None, "")]
-    totals = {str(lab).split("/")[-1].strip() for _, lab in labels}
-    if len(totals) > 1:
-        raise StoreError("the shards come from different splits: "
-                         + ", ".join(f"{p.name} is shard {lab}" for p, lab in labels))
-
-    # feature sets: same names, configs, datasets and calibration everywhere
-    first = sets[0]
-    names = list(first)
-    for p, st in zip(paths[1:], sets[1:]):
-        for name in set(names) ^ set(st):
-            where, missing = (p, paths[0]) if name in st else (paths[0], p)
-            raise StoreError(f"feature set {name!r} is in {where.name} but not in {missing.name}; "
-                             "all shards must hold the same feature sets")
-        for name in names:
-            a, b = first[name], st[name]
-            if json.dumps(a.config, sort_keys=True, default=str) != json.dumps(b.config, sort_keys=True,
-                                                                                 default=str):
-                diff = sorted(k for k in set(a.config) | set(b.config) if a.config.get(k) != b.config.get(k))
-                raise StoreError(f"feature set {name!r} was made with another configuration in {p.name} "
-                                 f"than in {paths[0].name} (differs in: {', '.join(diff)})")
-            widths_a = {k: v.shape[1] for k, v in a.datasets.items()}
-            widths_b = {k: v.shape[1] for k, v in b.datasets.items()}
-            if widths_a != widths_b:
-                raise StoreError(f"feature set {name!r} holds other datasets in {p.name} ({widths_b}) "
-                                 f"than in {paths[0].name} ({widths_a})")
-            ca, cb = a.calibration or {}, b.calibration or {}
-            if set(ca) != set(cb) or any(not np.array_equal(np.asarray(ca[k]), np.asarray(cb[k])) for k in ca):
-                raise StoreError(f"feature set {name!r} was calibrated differently in {p.name} than in "
-                                 f"{paths[0].name}; shards of one collection must share the calibration")
-
-    # items: concatenate, sort by id, resolve ids held by several shards
-    sources = [(s, r) for s, it in enumerate(items) for r in range(len(it))]
-    all_ids = [items[s].columns["id"][r] for s, r in sources]
-    order = sorted(range(len(sources)), key=lambda k: all_ids[k])
-    chosen = []
-    k = 0
-    while k < len(order):
-        j = k
-        while j + 1 < len(order) and all_ids[order[j + 1]] == all_ids[order[k]]:
-            j += 1
-        group = [sources[order[m]] for m in range(k, j + 1)]
-        if len(group) > 1:
-            full = [g for g in group if not _is_empty(g, items, sets, names)] or group[:1]
-            for g in full[1:]:
-                if not _same_row(full[0], g, items, sets, names):
-                    raise StoreError(f"item {all_ids[order[k]]!r} is in both {paths[full[0][0]].name} and "
-                                     f"{paths[g[0]].name} with different data; shards must hold disjoint "
-                                     "items")
-            group = full[:1]
-        chosen.append(group[0])
-        k = j + 1
-
-    n = len(chosen)
-    src_shard = np.array([s for s, _ in chosen], dtype=np.int64)
-    src_row = np.array([r for _, r in chosen], dtype=np.int64)
-    picks = [(s, np.flatnonzero(src_shard == s), src_row[src_shard == s]) for s in range(len(paths))]
-
-    def gather(arrays, dtype, fill=None, width=None):
-        shape = (n,) if width is None else (n, width)
-        res = np.zeros(shape, dtype) if fill is None else np.full(shape, fill, dtype=dtype)
-        for s, dest, src in picks:
-            if arrays[s] is not None and len(dest):
-                res[dest] = arrays[s][src]
-        return res
-
-    columns = {c: gather([it.columns[c] for it in items], items[0].columns[c].dtype,
-                         fill=None if c != "id" else "") for c in ITEM_COLUMNS}
-    meta_names = list(dict.fromkeys(k for it in items for k in it.meta))
-    meta = {k: gather([it.meta.get(k) for it in items], object, fill="") for k in meta_names}
-    merged_sets = {}
-    for name in names:
-        f0 = first[name]
-        datasets = {d: gather([st[name].datasets[d] for st in sets], np.float32, width=arr.shape[1])
-                    for d, arr in f0.datasets.items()}
-        done = gather([st[name].done for st in sets], bool)
-        calibration = None
-        if f0.calibration:
-            calibration = {k: np.asarray(v) for k, v in f0.calibration.items()}
-            calibration = _remap_calibration(calibration, items, columns["id"])
-        merged_sets[name] = FeatureSet(name, datasets, done, f0.config, f0.provenance, calibration)
-
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    file_attrs = {k: v for k, v in all_attrs[0].items() if k not in ("shard", "created", "updated", "command")}
-    file_attrs.update({"created": now, "updated": now, "merged_from": [p.name for p in paths]})
-    file_attrs.update(attrs or {})
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with _write_lock(out):
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            write_state(tmp, file_attrs, Items(columns, meta), merged_sets)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return out
-
-
-def _remap_calibration(calibration: dict, items: list, merged_ids: np.ndarray) -> dict:
-    """Point ``indices`` (rows of a shard's /items) at the same items' rows of the merged file.
-
-    Possible only when every shard's indices name the same items (shards that
-    each list the whole collection); otherwise the indices are kept as stored.
-    """
-    idx = calibration.get("indices")
-    if idx is None:
-        return calibration
-    idx = np.asarray(idx)
-    named = []
-    for it in items:
-        if idx.size and (idx.min() < 0 or idx.max() >= len(it)):
-            return calibration
-        named.append(tuple(it.columns["id"][idx].tolist()))
-    if len(set(named)) != 1:
-        return calibration
-    where = {v: i for i, v in enumerate(merged_ids.tolist())}
-    if not all(v in where for v in named[0]):
-        return calibration
-    calibration = dict(calibration)
-    calibration["indices"] = np.sort(np.array([where[v] for v in named[0]], dtype=idx.dtype))
-    return calibration
+    with _open(path) as h:
+        data = {"id": _strings(h["items/id"]), "path": _strings(h["items/path"])}
+        for name, ds in _meta_datasets(h).items():
+            data.setdefault(name, _strings(ds))
+    return pd.DataFrame({k: list(v) for k, v in data.items()})

@@ -26,11 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..constants import AMIN, FMAX, FMIN, N_MELS, SAMPLE_RATE
 from . import frontend
+from ..errors import InputError
 
 MAGNITUDES = ("log", "linear")
 WEIGHTINGS = ("per-frequency", "a-weighting", "none")
-AMIN = 1e-10
 STD_FLOOR = 1e-8
 
 
@@ -51,8 +52,8 @@ def a_weighting_db(f_hz) -> np.ndarray:
         return 20.0 * np.log10(ra) + 2.0
 
 
-def mel_band_centres(sr: int = frontend.SAMPLE_RATE, n_mels: int = frontend.N_MELS,
-                     fmin: float = frontend.FMIN, fmax: float = frontend.FMAX) -> np.ndarray:
+def mel_band_centres(sr: int = SAMPLE_RATE, n_mels: int = N_MELS,
+                     fmin: float = FMIN, fmax: float = FMAX) -> np.ndarray:
     """Centre frequency (Hz) of each triangle of :func:`convfeat.frontend.mel_filterbank`,
     ``(n_mels,)`` float64: the inner ``n_mels`` of ``n_mels + 2`` points equally
     spaced on the Slaney mel scale."""
@@ -71,11 +72,11 @@ class InputConfig:
 
     def __post_init__(self):
         if self.magnitude not in MAGNITUDES:
-            raise ValueError(f"magnitude must be one of {', '.join(MAGNITUDES)}, got {self.magnitude!r}")
+            raise InputError(f"magnitude must be one of {', '.join(MAGNITUDES)}, got {self.magnitude!r}")
         if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
+            raise InputError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
         if not (np.isfinite(self.scale) and self.scale > 0):
-            raise ValueError(f"scale must be a positive number, got {self.scale!r}")
+            raise InputError(f"scale must be a positive number, got {self.scale!r}")
 
     @property
     def name(self) -> str:
@@ -104,7 +105,7 @@ def magnitude(mel_power: torch.Tensor, kind: str) -> torch.Tensor:
         return 10.0 * torch.log10(torch.clamp(mel_power, min=AMIN))
     if kind == "linear":
         return mel_power
-    raise ValueError(f"magnitude must be one of {', '.join(MAGNITUDES)}, got {kind!r}")
+    raise InputError(f"magnitude must be one of {', '.join(MAGNITUDES)}, got {kind!r}")
 
 
 def standardize_excerpt(x: torch.Tensor) -> torch.Tensor:
@@ -122,7 +123,7 @@ class InputTransform(nn.Module):
     from training spectrograms (or load them with the state dict).
     """
 
-    def __init__(self, config: InputConfig, n_mels: int = frontend.N_MELS):
+    def __init__(self, config: InputConfig, n_mels: int = N_MELS):
         super().__init__()
         self.config = config
         a_db = a_weighting_db(mel_band_centres(n_mels=n_mels)).astype(np.float32)
@@ -140,7 +141,7 @@ class InputTransform(nn.Module):
         mean = torch.as_tensor(np.asarray(mean, dtype=np.float32)).reshape(-1, 1)
         std = torch.as_tensor(np.asarray(std, dtype=np.float32)).reshape(-1, 1)
         if mean.shape != self.band_mean.shape or std.shape != self.band_std.shape:
-            raise ValueError(f"band statistics need {self.band_mean.shape[0]} values per band")
+            raise InputError(f"band statistics need {self.band_mean.shape[0]} values per band")
         self.band_mean.copy_(mean)
         self.band_std.copy_(std.clamp_min(STD_FLOOR))
         self.fitted = True
@@ -160,7 +161,7 @@ class InputTransform(nn.Module):
             total_sq += m.square().sum(dim=(0, 2))
             n += m.shape[0] * m.shape[2]
         if n == 0:
-            raise ValueError("fit() needs at least one spectrogram frame")
+            raise InputError("fit() needs at least one spectrogram frame")
         mean = total / n
         std = torch.sqrt(torch.clamp(total_sq / n - mean.square(), min=0.0))
         self.set_band_statistics(mean.float().numpy(), std.float().numpy())

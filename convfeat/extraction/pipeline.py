@@ -8,150 +8,20 @@ Features do not depend on worker count, batch size or file order (except in
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import os
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import audio
-from .features import LAYER_NAMES, MFCC_WIDTH, UNITS_PER_LAYER
-from .frontend import (AMIN, DYNAMIC_RANGE_DB, FMAX, FMIN, HOP, N_FFT, N_MELS, SAMPLE_RATE)
-from .decode import WINDOW_SAMPLES, Policy, decode_item
-from .store import FeatureFile, StoreError
-
-FEATURE_MODELS = ("choi2017", "choi2017-k2", "random", "mfcc")
-
-
-class ExtractError(ValueError):
-    """Bad input to the extraction (nothing is written)."""
-
-
-# -- inputs ----------------------------------------------------------------------
-def collect_items(inputs: list[str | Path]) -> list[dict]:
-    """Expand folders (recursive), audio files, text lists and manifest CSVs into items.
-
-    Each item: ``{"id", "path", "source", "meta"}``; ``path`` is relative to
-    its input root (the folder, or the list / manifest's folder) and is also
-    the ``id`` unless a manifest has an ``id`` column.  Items are sorted by id.
-    """
-    items: list[dict] = []
-    for raw in inputs:
-        p = Path(raw)
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in audio.AUDIO_EXTENSIONS and not f.name.startswith("."):
-                    rel = f.relative_to(p).as_posix()
-                    items.append({"id": rel, "path": rel, "source": str(f.resolve()), "meta": {}})
-        elif p.suffix.lower() == ".csv" and p.is_file():
-            items += _read_manifest(p)
-        elif p.suffix.lower() in (".txt", ".lst", ".list") and p.is_file():
-            for line in p.read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    src = Path(line) if Path(line).is_absolute() else p.parent / line
-                    items.append({"id": line, "path": line, "source": str(src.resolve()), "meta": {}})
-        elif p.is_file():
-            items.append({"id": p.as_posix(), "path": p.as_posix(), "source": str(p.resolve()), "meta": {}})
-        else:
-            raise ExtractError(f"input not found: {raw}")
-    seen: dict[str, str] = {}
-    for it in items:
-        if it["id"] in seen and seen[it["id"]] != it["source"]:
-            raise ExtractError(f"two inputs share the id {it['id']!r} ({seen[it['id']]} and {it['source']}); "
-                               "use a manifest CSV with an id column")
-        seen[it["id"]] = it["source"]
-    unique = {it["id"]: it for it in items}
-    if not unique:
-        raise ExtractError("no audio files found in the inputs")
-    return [unique[k] for k in sorted(unique)]
-
-
-def _read_manifest(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise ExtractError(f"{path}: a manifest needs a 'path' column (found: {reader.fieldnames})")
-        rows = []
-        for row in reader:
-            rel = row["path"]
-            src = Path(rel) if Path(rel).is_absolute() else path.parent / rel
-            meta = {k: v for k, v in row.items() if k not in ("path", "id") and k is not None}
-            rows.append({"id": row.get("id") or rel, "path": rel, "source": str(src.resolve()), "meta": meta})
-    return rows
-
-
-def shard_of(item_id: str, n: int) -> int:
-    """1-based shard of an item: a stable hash of its id (independent of the rest)."""
-    return int(hashlib.sha1(item_id.encode()).hexdigest(), 16) % n + 1
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ExtractError(f"--shard must look like I/N (e.g. 2/8), got {text!r}") from None
-    if not (n >= 1 and 1 <= i <= n):
-        raise ExtractError(f"--shard I/N needs 1 <= I <= N, got {text!r}")
-    return i, n
-
-
-# -- feature sets ----------------------------------------------------------------
-@dataclass
-class SetSpec:
-    """One feature set to extract: a model with its options."""
-
-    model: str
-    bn_mode: str | None = None
-    seed: int = 0
-    weights: str | None = None
-    name: str = ""
-    options: dict = field(default_factory=dict)
-
-    def resolved_name(self) -> str:
-        from .models import default_bn_mode
-
-        if self.name:
-            return self.name
-        name = self.model
-        if "/" in name or name.endswith(".json"):  # a trained-model folder: its recorded name
-            from .models.trained import read_meta
-            name = read_meta(name).get("name") or Path(name.removesuffix("/model.json")).name
-        if self.model != "mfcc" and self.bn_mode and self.bn_mode != default_bn_mode(self.model):
-            name += f"-{self.bn_mode}"
-        if self.model == "random" and self.seed:
-            name += f"-s{self.seed}"
-        return name
-
-
-def parse_set(text: str, bn_mode: str | None = None, seed: int = 0, weights: str | None = None) -> SetSpec:
-    """``MODEL[:key=value,...]`` → :class:`SetSpec`; keys: bn_mode, seed, weights, name."""
-    model, _, rest = text.partition(":")
-    from .models import is_model, shipped_models
-
-    if model not in FEATURE_MODELS and not is_model(model):
-        raise ExtractError(f"unknown model {model!r}; choose from "
-                           f"{', '.join(FEATURE_MODELS + tuple(shipped_models()))} or a convfeat pretrain folder")
-    fixed_bn = model in ("mfcc", "choi2017-k2") or model not in FEATURE_MODELS
-    spec = SetSpec(model, bn_mode if not fixed_bn else None, seed,
-                   weights if model in ("choi2017", "choi2017-k2") else None)
-    for part in filter(None, rest.split(",")):
-        key, eq, value = part.partition("=")
-        if not eq or key not in ("bn_mode", "seed", "weights", "name"):
-            raise ExtractError(f"bad model option {part!r} in {text!r}; use bn_mode=, seed=, weights= or name=")
-        setattr(spec, key, int(value) if key == "seed" else value)
-    return spec
-
-
-FRONTEND = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS, "fmin": FMIN,
-            "fmax": FMAX, "window": "hann (periodic)", "padding": "same (TF)", "power": 2,
-            "db_amin": AMIN, "db_range": DYNAMIC_RANGE_DB, "resampler": "soxr HQ"}
+from .. import audio
+from ..audio import Policy
+from ..constants import LAYER_NAMES, UNITS_PER_LAYER
+from ..store import FeatureFile
+from .items import ExtractError, collect_items, parse_shard, shard_of
+from .sets import SetSpec, set_config
+from .worker import decode_item
 
 
 # -- decoding ---------------------------------------------------------------------
@@ -182,30 +52,6 @@ class Summary:
     feature_sets: list
 
 
-def _set_config(spec: SetSpec, model, policy: Policy) -> tuple[dict, dict, dict]:
-    """(config that must match to append, provenance, dataset widths) of a set."""
-    import librosa
-    import torch
-
-    from . import __version__
-
-    versions = {"convfeat": __version__, "torch": torch.__version__, "librosa": librosa.__version__,
-                "numpy": np.__version__, "python": sys.version.split()[0]}
-    if spec.model == "mfcc":
-        config = {"model": "mfcc", "n_mfcc": 20, "deltas": "librosa.feature.delta width 9",
-                  "stats": "mean,std", "length_policy": policy.to_dict(), "sample_rate": SAMPLE_RATE}
-        widths = {"mfcc": MFCC_WIDTH}
-    else:
-        prov = model.provenance
-        config = {"model": spec.model, "weights_sha256": prov.get("weights_sha256"),
-                  "bn_mode": model.bn_mode, "seed": spec.seed if spec.model == "random" else None,
-                  "architecture": prov["config"], "frontend": FRONTEND, "length_policy": policy.to_dict()}
-        widths = {name: UNITS_PER_LAYER for name in LAYER_NAMES}
-    provenance = dict(config, versions=versions, weights=getattr(model, "provenance", {}).get("weights")
-                      if model is not None else None, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    return config, provenance, widths
-
-
 def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, policy: Policy | None = None,
             batch_size: int = 8, workers: int = 1, device: str = "auto", shard: str | None = None,
             strict: bool = False, calibration_size: int = 256, calibration_seed: int = 0,
@@ -225,8 +71,8 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     """
     import torch
 
-    from .api import calibration_indices
-    from .models import load_model
+    from ..models.calibration import calibration_indices
+    from ..models import load_model
 
     t0 = time.perf_counter()
     sets = sets or [SetSpec("choi2017")]
@@ -264,7 +110,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
             if spec.bn_mode == "calibrated":
                 _calibrate(ff, name, spec, model, all_items, policy, calibration_size, calibration_seed,
                            calibration_indices, log)
-            config, provenance, widths = _set_config(spec, model, policy)
+            config, provenance, widths = set_config(spec, model, policy)
             if spec.bn_mode == "calibrated":
                 config["calibration"] = ff._calibration_record
             fs = ff.ensure_set(name, widths, config, provenance)
@@ -304,7 +150,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
 
 def _calibrate(ff, name, spec, model, all_items, policy, size, seed, calibration_indices, log) -> None:
     """Estimate (or reuse from the file) the frozen BN statistics of a calibrated set."""
-    from .models import LAYER_NAMES as NAMES
+    from ..models import LAYER_NAMES as NAMES
 
     existing = ff.sets.get(name)
     if existing is not None and existing.calibration:

@@ -30,8 +30,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .features import LAYER_NAMES
-from .weights import sha256_of
+from ..constants import LAYER_NAMES
+from ..fileio import sha256_of
+from ..errors import InputError
 
 __all__ = ["ImportError_", "read_source", "import_embeddings", "import_study", "STUDY_TASKS"]
 
@@ -43,7 +44,7 @@ STUDY_TASKS = {  # task -> (file stem, label columns, task kind)
 }
 
 
-class ImportError_(ValueError):
+class ImportError_(InputError):
     """A source cannot be imported as asked (one-line message)."""
 
 
@@ -191,8 +192,8 @@ def import_embeddings(sources: Sequence[str | Path] | str | Path, out: str | Pat
     dict
         ``path``, ``set``, ``n_items``, ``datasets`` (name -> width), ``config``.
     """
-    from . import __version__
-    from .store import FeatureFile
+    from .. import __version__
+    from .file import FeatureFile
 
     if not name or "/" in name or "+" in name or name.strip() != name:
         raise ImportError_(f"feature set name {name!r} must be non-empty, without '/', '+' or surrounding spaces")

@@ -4,28 +4,11 @@ Kept free of torch so that worker processes start in a fraction of a second.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from . import audio
-from .features import mfcc_feature
-
-SAMPLE_RATE = 12000
-WINDOW_SAMPLES = 348_000  # 29 s at 12 kHz
-
-
-@dataclass
-class Policy:
-    """Length policy: ``short`` repeat|pad, ``long`` first|mean, ``hop_seconds``."""
-
-    short: str = "repeat"
-    long: str = "first"
-    hop_seconds: float = 29.0
-
-    def to_dict(self) -> dict:
-        return {"short": self.short, "long": self.long, "hop_seconds": self.hop_seconds,
-                "window_samples": WINDOW_SAMPLES, "sample_rate": SAMPLE_RATE}
+from .. import audio
+from ..constants import SAMPLE_RATE, WINDOW_SAMPLES
+from ..models.mfcc import mfcc_feature
 
 
 def segment_of(item: dict) -> tuple[float, float | None]:

@@ -29,14 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_path
-from .preprocess import InputConfig
+from ..constants import SAMPLE_RATE
+from ..fileio import atomic_path
+from ..models.input import InputConfig
+from ..errors import InputError
 
 SHORT_POOLS = ((2, 4), (3, 4), (2, 5), (2, 2), (4, 1))
 SPLITS = ("train", "valid", "test")
 
 
-class PretrainError(ValueError):
+class PretrainError(InputError):
     """Bad input to pretraining (manifest, options)."""
 
 
@@ -105,8 +107,7 @@ def read_tag_manifest(path: str | Path, vocabulary: list | None = None) -> TagDa
 
 
 def _decode_clip(args) -> np.ndarray:
-    from . import audio
-    from .frontend import SAMPLE_RATE
+    from .. import audio
 
     path, n_samples = args
     y, sr = audio.load(path)
@@ -121,7 +122,7 @@ def mel_cache(data: TagData, clip_seconds: float, cache_dir: str | Path, workers
     kept in ``cache_dir`` under a key of the files' paths, sizes and mtimes."""
     import torch
 
-    from .frontend import SAMPLE_RATE, MelFrontend
+    from ..models.frontend import MelFrontend
 
     n_samples = int(round(clip_seconds * SAMPLE_RATE))
     h = hashlib.sha1(f"mel/1 {n_samples}".encode())
@@ -170,7 +171,7 @@ def build_model(input_config: InputConfig, tags: tuple, frames: int, seed: int =
     initialised from ``seed``.  Checks that ``frames`` survives every pooling."""
     import torch
 
-    from .models.compact import CompactConfig, CompactConvnet
+    from ..models.compact import CompactConfig, CompactConvnet
 
     t = frames
     for pool in SHORT_POOLS:
@@ -244,7 +245,7 @@ def pretrain(manifest: str | Path, out: str | Path, input_config: InputConfig | 
     """
     import torch
 
-    from .models.trained import save_trained
+    from ..models.trained import save_trained
 
     cfg = input_config or InputConfig()
     if epochs < 1 or batch_size < 2 or not lr > 0:

@@ -1,7 +1,4 @@
-"""`convfeat datasets …`: list the dataset adapters, write manifests.
-
-Registered on the main app by :func:`register` (``register(app)`` in cli.py).
-"""
+"""`convfeat datasets …`: list the dataset adapters, write manifests."""
 from __future__ import annotations
 
 import json
@@ -10,13 +7,10 @@ from typing import List, Optional
 
 import typer
 
+from .common import fail
+
 datasets_app = typer.Typer(no_args_is_help=True,
                            help="Manifests (labels, official folds / splits) for published datasets.")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _parse_options(pairs: List[str]) -> dict:
@@ -24,7 +18,7 @@ def _parse_options(pairs: List[str]) -> dict:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            _fail(f"-O/--option takes KEY=VALUE, got {pair!r}")
+            fail(f"-O/--option takes KEY=VALUE, got {pair!r}")
         opts[key.strip().replace("-", "_")] = value.strip()
     return opts
 
@@ -35,7 +29,7 @@ def list_cmd(
     markdown: bool = typer.Option(False, "--markdown", help="Print the Markdown table of the README."),
 ):
     """List the dataset adapters: name, task, folds / splits, what each reads."""
-    from . import datasets
+    from .. import datasets
 
     if as_json:
         typer.echo(json.dumps([a.describe() for a in datasets.adapters()], indent=2, ensure_ascii=False))
@@ -67,15 +61,15 @@ def manifest_cmd(
     the official folds / splits, groups and metadata.  Prints a one-line summary;
     exit code 2 with `error: …` when ROOT does not look like the dataset or
     listed files are missing."""
-    from . import datasets
+    from .. import datasets
 
     opts = _parse_options(option)
     try:
         df = datasets.write_manifest(name, root, out, allow_missing=allow_missing, **opts)
     except datasets.DatasetError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:
-        _fail(f"{exc.filename or out}: {exc.strerror or exc}")
+        fail(f"{exc.filename or out}: {exc.strerror or exc}")
     for w in df.attrs.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
     typer.echo(f"{out}: {name}, {datasets.summarize(df)}")

@@ -1,0 +1,112 @@
+"""`convfeat extract`, `info`, `export` and `merge`: parse, call the library, print."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import (BN_HELP, WEIGHTS_HELP, BnMode, Device, ExportFormat, LongPolicy, ShortPolicy,
+                     friendly_errors)
+
+app = typer.Typer()   # commands collected here, added to the main app by register()
+
+
+def register(main: typer.Typer) -> None:
+    """Add ``extract``, ``info``, ``export`` and ``merge`` to the main ``convfeat`` app."""
+    main.registered_commands += app.registered_commands
+
+
+@app.command("extract")
+@friendly_errors
+def extract_cmd(
+    inputs: List[Path] = typer.Argument(..., help="Audio folders (searched recursively), audio files, "
+                                        ".txt lists (one path per line) or manifest CSVs (a 'path' column "
+                                        "plus metadata columns, kept with the items)."),
+    out: Path = typer.Option(..., "--out", "-o", help="HDF5 feature file to create or complete."),
+    model: List[str] = typer.Option(["choi2017"], "--model", "-m", help="Feature set(s), repeatable: "
+                                    "choi2017, choi2017-k2, random, mfcc; options as MODEL:key=value,... "
+                                    "with keys bn_mode, seed, weights, name (e.g. random:seed=2, "
+                                    "choi2017:bn_mode=batch)."),
+    bn_mode: Optional[BnMode] = typer.Option(None, help=BN_HELP.replace("the given files", "the collection")),
+    seed: int = typer.Option(0, help="Seed of the random-weights model."),
+    weights: Optional[Path] = typer.Option(None, help=WEIGHTS_HELP),
+    short: ShortPolicy = typer.Option(ShortPolicy.repeat, help="Audio shorter than the 29-s window: repeat it "
+                                      "to fill the window (the study) or zero-pad it."),
+    long: LongPolicy = typer.Option(LongPolicy.first, help="Audio longer than 29 s: use the first window "
+                                    "(the study) or average the features of all windows (see --hop)."),
+    hop: float = typer.Option(29.0, min=0.1, help="Seconds between window starts with --long mean."),
+    batch_size: int = typer.Option(8, min=1, help="Windows per inference batch (across files)."),
+    workers: int = typer.Option(1, min=0, help="Decoding worker processes, which overlap decoding with inference (0: decode in the main process)."),
+    device: Device = typer.Option(Device.auto, help="Inference device; auto = cuda when available."),
+    shard: Optional[str] = typer.Option(None, help="Process only shard I of N (I/N, 1-based): a stable hash "
+                                        "of each item id picks its shard. Combine with `convfeat merge`."),
+    strict: bool = typer.Option(False, help="Stop at the first item that fails (everything finished is kept)."),
+    calibration_size: int = typer.Option(256, min=1, help="Clips sampled for bn_mode calibrated."),
+    calibration_seed: int = typer.Option(0, help="Seed of the calibration sample."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+):
+    """Extract features of a collection of audio into one HDF5 file.
+
+    Re-running the same command skips finished items; a killed run loses at
+    most the batch in flight. Exit code 1 if any item failed (listed at the end).
+    """
+    from .. import extraction as ex
+
+    sets = [ex.parse_set(m, bn_mode.value if bn_mode else None, seed, str(weights) if weights else None)
+            for m in model]
+    policy = ex.Policy(short=short.value, long=long.value, hop_seconds=hop)
+    log = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
+    summary = ex.extract([str(p) for p in inputs], out, sets, policy, batch_size=batch_size, workers=workers,
+                         device=device.value, shard=shard, strict=strict, calibration_size=calibration_size,
+                         calibration_seed=calibration_seed, progress=not quiet and sys.stderr.isatty(),
+                         command=" ".join(["convfeat"] + sys.argv[1:]), log=log)
+    if not quiet:
+        rate = summary.audio_seconds / summary.seconds if summary.seconds else 0.0
+        typer.echo(f"{summary.processed} processed, {len(summary.failed)} failed, {summary.done_before} already "
+                   f"done of {summary.total} in {summary.seconds:.1f} s ({rate:.1f}x real time) -> {summary.path}",
+                   err=True)
+        for item_id, reason in summary.failed:
+            typer.echo(f"failed: {reason if item_id in reason else item_id + ': ' + reason}", err=True)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command("info")
+@friendly_errors
+def info_cmd(file: Path = typer.Argument(..., help="A convfeat HDF5 feature file."),
+             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a summary.")):
+    """Summarise a feature file: items, feature sets, failures and provenance."""
+    from .. import store
+
+    info = store.info(file)
+    typer.echo(json.dumps(info, indent=2, default=str) if as_json else store.format_info(info))
+
+
+@app.command("export")
+@friendly_errors
+def export_cmd(
+    file: Path = typer.Argument(..., help="A convfeat HDF5 feature file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output path (a folder for npy)."),
+    fmt: ExportFormat = typer.Option(ExportFormat.npy, "--format", "-f", help="npy, csv or parquet."),
+    features: str = typer.Option("choi2017", help="Feature set, or several joined with + (e.g. mfcc+choi2017)."),
+    layers: str = typer.Option("12345", help="Convnet blocks to export, e.g. 12345, 5, 135."),
+):
+    """Export features of the successfully processed items to npy, CSV or Parquet."""
+    from .. import store
+
+    for path in store.export(file, out, format=fmt.value, features=features, layers=layers):
+        typer.echo(f"wrote {path}")
+
+
+@app.command("merge")
+@friendly_errors
+def merge_cmd(out: Path = typer.Argument(..., help="Merged HDF5 file to write."),
+              shards: List[Path] = typer.Argument(..., help="Shard files made with extract --shard I/N.")):
+    """Combine shard files into one (refuses shards made with different configurations)."""
+    from .. import store
+
+    path = store.merge(out, shards)
+    typer.echo(f"merged {len(shards)} files -> {path}")

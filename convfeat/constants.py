@@ -1,0 +1,33 @@
+"""Every number and name that more than one room of convfeat needs, defined once.
+
+Sources: ``../shared/SPEC.md`` §1 (the compact convnet and its front end) and §3
+(the MFCC baseline).  Torch-free, so that any module may import it.
+"""
+from __future__ import annotations
+
+# -- audio and the model window ------------------------------------------------
+SAMPLE_RATE = 12000              # Hz: the convnet's input rate
+WINDOW_SECONDS = 29.0            # the model input: the first 29 s of a clip in the study
+WINDOW_SAMPLES = 348_000         # WINDOW_SECONDS at SAMPLE_RATE
+SHORT_POLICIES = ("repeat", "pad")   # audio shorter than a window: tile it or zero-pad it
+LONG_POLICIES = ("first", "mean")    # audio longer: first window only, or mean over windows
+
+# -- mel front end (SPEC §1) --------------------------------------------------------
+N_FFT = 512
+HOP = 256
+N_MELS = 96
+FMIN = 0.0                       # Hz
+FMAX = 6000.0                    # Hz (Nyquist at 12 kHz)
+AMIN = 1e-10                     # power floor before the log
+DYNAMIC_RANGE_DB = 80.0          # dB below the reference maximum that are kept
+
+# -- the multi-layer feature ------------------------------------------------------
+LAYER_NAMES = ("layer1", "layer2", "layer3", "layer4", "layer5")
+UNITS_PER_LAYER = 32             # channels of every conv block = values per block
+MFCC_WIDTH = 120                 # 20 MFCCs x (value, delta, delta-delta) x (mean, std)
+
+# -- batch normalisation policies (see models/compact.py) ----------------------------
+BN_MODES = ("batch", "instance", "calibrated", "stored")
+
+# -- evaluation tasks -----------------------------------------------------------------
+TASKS = ("classification", "regression", "multilabel")
