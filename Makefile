@@ -13,8 +13,9 @@ install:
 demo:
 	convfeat demo
 
+# Two test processes, one per core (conftest.py gives each one torch thread).
 test:
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2
 
 bench:
 	$(PYTHON) bench/run.py

@@ -12,6 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One test process per core (``make test`` runs ``-n 2``): one math thread each, or the
+    # processes fight over the cores.  Set before any test module imports torch.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CONVFEAT_SHARED", PROJECT_ROOT.parent / "shared")).expanduser()
 SR = 12000

@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from convfeat import corpus
-from convfeat.cli_corpus import app
+from convfeat.training import corpus
+from convfeat.cli.pretrain import corpus_app as app
 
 SR = 12000
 DUR = 2.0
@@ -19,12 +19,42 @@ def _spectrum(x, sr=SR, pad=8):
     return np.fft.rfftfreq(pad * len(x), 1.0 / sr), X
 
 
-def test_vocabulary():
+# the documented vocabulary, written out here so the test does not check TAGS against itself
+FAMILY_TAGS = ("piano", "organ", "strings", "brass", "woodwind", "guitar", "bass", "synth",
+               "mallet", "voice")
+STYLE_TAGS = ("chorale", "waltz", "march", "pop", "ambient", "etude", "solo", "canon")
+ONE_OF = {"tempo": ("slow", "medium", "fast"), "mode": ("major", "minor"),
+          "texture": ("monophonic", "homophonic", "polyphonic"), "room": ("reverb", "dry"),
+          "dynamics": ("loud", "soft")}
+
+
+def test_every_tag_is_rendered_and_tags_follow_metadata():
     assert isinstance(corpus.TAGS, tuple) and len(set(corpus.TAGS)) == len(corpus.TAGS)
-    assert 25 <= len(corpus.TAGS) <= 35
-    for t in corpus.FAMILIES + corpus.STYLES + ("drums", "slow", "medium", "fast", "major", "minor",
-                                                 "monophonic", "homophonic", "polyphonic"):
-        assert t in corpus.TAGS
+    assert set(corpus.TAGS) == set(FAMILY_TAGS) | set(STYLE_TAGS) | {"drums"} | {
+        t for options in ONE_OF.values() for t in options}
+    produced = set()
+    for i in range(80):
+        audio, m = corpus.render_clip(i, seed=4, duration=DUR, sr=SR)
+        tags = m["tags"].split(";")
+        assert len(tags) == len(set(tags)), (i, tags)
+        produced.update(tags)
+        insts = [f for f in m["instruments"].split(";") if f]
+        assert insts and set(insts) == set(tags) & set(FAMILY_TAGS), (i, m)
+        bpm = m["tempo_bpm"]
+        expected = {"tempo": "slow" if bpm < 90 else ("fast" if bpm > 130 else "medium"),
+                    "mode": m["mode"], "texture": m["texture"],
+                    "room": "reverb" if m["reverb"] else "dry", "dynamics": m["dynamics"]}
+        for group, options in ONE_OF.items():
+            assert [t for t in tags if t in options] == [expected[group]], (i, group, m)
+        assert [t for t in tags if t in STYLE_TAGS] == [m["style"]], (i, m)
+        assert ("drums" in tags) == (m["percussion"] == 1), (i, m)
+        drums = {"drums"} if m["percussion"] else set()
+        assert set(tags) == set(insts) | set(expected.values()) | {m["style"]} | drums, (i, m)
+        # loud / soft is also a fact about the audio: its peak level
+        peak = float(np.abs(audio).max())
+        lo, hi = (0.6, 0.9) if "loud" in tags else (0.3, 0.55)
+        assert lo - 1e-6 <= peak <= hi + 1e-6, (i, peak, m)
+    assert produced == set(corpus.TAGS), sorted(set(corpus.TAGS) - produced)
 
 
 def test_render_clip_is_pure_and_seeded():
@@ -69,7 +99,7 @@ def test_metadata_and_tags_agree():
 
 
 def test_drum_kit_spectra():
-    kit = corpus._drum_kit(SR, np.random.default_rng(0))
+    kit = corpus.drum_kit(SR, np.random.default_rng(0))
 
     def centroid(x):
         fr, X = _spectrum(x, pad=1)
