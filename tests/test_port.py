@@ -284,9 +284,13 @@ def test_computed_kernels_match_stored(which, request):
     # the window inside the kernels is the periodic Hann window (column k=0 = window)
     n = np.arange(512)
     np.testing.assert_allclose(p["real"][:, 0], 0.5 - 0.5 * np.cos(2 * np.pi * n / 512), atol=1e-7)
+    # the defaults of the port's STFT front end: its window and its computed filterbank
+    fe = frontend.MelFrontend()
+    np.testing.assert_allclose(fe.window.numpy(), p["real"][:, 0], atol=1e-7)
     mel = frontend.mel_filterbank()
     assert mel.shape == p["mel"].shape == (257, 96)
     assert maxdiff(mel, p["mel"]) / np.abs(p["mel"]).max() < 2e-6
+    np.testing.assert_array_equal(fe.mel_basis.numpy(), mel)
 
 
 def test_theano_and_tf_files_hold_the_same_parameters(p_theano, p_tf):

@@ -20,7 +20,7 @@ from importlib import import_module
 _LAZY = {
     "load_model": "registry", "is_model": "registry", "default_bn_mode": "registry",
     "build_from_arrays": "registry", "random_model": "registry", "MODEL_NAMES": "registry",
-    "DEFAULT_BN_MODE": "registry",
+    "DEFAULT_BN_MODE": "registry", "allowed_bn_modes": "registry", "check_bn_mode": "registry",
     "CompactConfig": "compact", "CompactConvnet": "compact",
     "WeightFileError": "keras_import",
     "load_trained": "trained", "model_dir": "trained", "shipped_models": "trained",

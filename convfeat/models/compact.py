@@ -5,6 +5,10 @@ max-pooling over a 96-band log-mel spectrogram, then a dense 32 -> 50 sigmoid
 tag head.  The multi-layer feature is the average over frequency and time of
 each block's output: 32 values per block, 160 for all five.
 
+Shapes: a waveform batch is ``(batch, samples)`` float32 at 12 kHz (mono, in
+[-1, 1]); a spectrogram batch is ``(batch, 1, n_mels, frames)`` (channel,
+frequency, time); features are ``(batch, 32)`` per layer.
+
 Batch normalisation is the delicate part.  The published Keras-1 model
 normalises with the statistics of the *current batch*, at inference too, so its
 features depend on which clips share a batch.  :class:`CompactConvnet` makes
@@ -19,21 +23,27 @@ that policy explicit through ``bn_mode``:
                   Batch-invariant; the statistics can be saved and restored.
 ``"stored"``      moving statistics stored with the weights (ordinary inference
                   batch normalisation, as in the later Keras-2 retrain).
+
+Which modes a model allows is part of its :class:`CompactConfig`; user input is
+validated once, by :func:`convfeat.models.registry.load_model`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, asdict
-from typing import Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..constants import LAYER_NAMES
-from .frontend import MelFrontend, power_to_db
+from ..constants import BN_MODES, LAYER_NAMES, N_MELS, UNITS_PER_LAYER
 from ..errors import InputError
+from .frontend import MelFrontend, power_to_db
+from .tags import MSD_TAGS
 
+#: max-pooling (frequency, time) of the five blocks for a 96-band, 29-s input.
 POOLS_96 = ((2, 4), (3, 4), (2, 5), (2, 4), (4, 4))
+#: BN policies that need no stored statistics (the published Keras-1 models, random weights).
+SELF_NORMALISING_BN_MODES = tuple(m for m in BN_MODES if m != "stored")
 
 
 @dataclass
@@ -45,23 +55,30 @@ class CompactConfig:
         pooling (the Keras-2 retrain's feature).
     input_standardize: standardise each clip's dB spectrogram by its own mean
         and standard deviation (Keras-2 retrain).
-    input: an :class:`~convfeat.preprocess.InputConfig` as a dict: the network
+    input: an :class:`~convfeat.models.input.InputConfig` as a dict: the network
         input is that transform of the mel power spectrogram (models trained by
         ``convfeat pretrain``) instead of the published dB scaling.
+    n_mels: mel bands of the input; channels: channels of every block (= values
+        per layer feature); pools: ``(freq, time)`` max-pool sizes, one per block;
+        n_tags: outputs of the sigmoid head (0: no head); bn_eps: added to the
+        variance before the square root.
+    allowed_bn_modes: the BN policies this model can run in (a subset of
+        :data:`convfeat.constants.BN_MODES`).
     """
 
-    n_mels: int = 96
-    channels: int = 32
+    n_mels: int = N_MELS
+    channels: int = UNITS_PER_LAYER
     pools: tuple = POOLS_96
-    n_tags: int = 50
+    n_tags: int = len(MSD_TAGS)
     bn_eps: float = 1e-3
     feature_point: str = "pooled"
     input_standardize: bool = False
-    allowed_bn_modes: tuple = ("batch", "instance", "calibrated")
+    allowed_bn_modes: tuple = SELF_NORMALISING_BN_MODES
     input: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """JSON-ready dict (tuples as lists; ``input`` omitted when None)."""
         d = asdict(self)
         d["pools"] = [list(p) for p in self.pools]
         d["allowed_bn_modes"] = list(self.allowed_bn_modes)
@@ -71,6 +88,7 @@ class CompactConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CompactConfig":
+        """Inverse of :meth:`to_dict`."""
         d = dict(d)
         d["pools"] = tuple(tuple(int(v) for v in p) for p in d["pools"])
         d["allowed_bn_modes"] = tuple(d["allowed_bn_modes"])
@@ -82,6 +100,7 @@ class BatchNorm(nn.Module):
 
     Variance is the biased (population) variance, as Keras computes it;
     normalisation is ``(x - mean) / sqrt(var + eps) * gamma + beta``.
+    Parameters ``gamma``, ``beta`` and buffers ``mean``, ``var`` are ``(channels,)``.
     """
 
     def __init__(self, channels: int, eps: float):
@@ -93,6 +112,9 @@ class BatchNorm(nn.Module):
         self.register_buffer("var", torch.ones(channels))
 
     def forward(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        """Normalise ``x`` ``(batch, channels, freq, time)`` → same shape, with the
+        statistics of ``mode`` (a BN mode; in training mode ``"stored"`` uses batch
+        statistics and updates the moving ones)."""
         # PyTorch's fused kernels compute exactly these normalisations (biased variance).
         if mode == "stored" and self.training:
             # ordinary training-time batch normalisation (convfeat pretrain): batch
@@ -110,6 +132,9 @@ class BatchNorm(nn.Module):
 
 
 class ConvBlock(nn.Module):
+    """One block's parameters: 3x3 convolution (padding 1), :class:`BatchNorm`, and its
+    ``(freq, time)`` max-pool size.  The block order is applied by :class:`CompactConvnet`."""
+
     def __init__(self, c_in: int, c_out: int, pool: tuple, eps: float):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=True)
@@ -123,6 +148,10 @@ class CompactConvnet(nn.Module):
     :meth:`forward` returns a dict with ``"layer1"`` … ``"layer5"`` (each
     ``(batch, 32)`` float32) and ``"tags"`` (``(batch, n_tags)`` sigmoid
     probabilities, absent when the model has no tag head).
+
+    config: architecture (default: the published one); mel_basis: ``(257, n_mels)``
+    filterbank (default: the Slaney filterbank of :func:`~convfeat.models.frontend.mel_filterbank`);
+    bn_mode: one of ``config.allowed_bn_modes``; tag_names: names of the head's outputs.
     """
 
     def __init__(self, config: CompactConfig | None = None, mel_basis: np.ndarray | None = None,
@@ -143,32 +172,40 @@ class CompactConvnet(nn.Module):
         self.head = nn.Linear(cfg.channels, cfg.n_tags) if cfg.n_tags else None
         self.tag_names = tuple(tag_names) if tag_names is not None else None
         self.calibrated = False
-        self.bn_mode = bn_mode  # validated by the setter
+        self.bn_mode = bn_mode
 
     # -- BN policy -----------------------------------------------------------
     @property
     def bn_mode(self) -> str:
+        """The BN policy of :meth:`forward` (see the module docstring)."""
         return self._bn_mode
 
     @bn_mode.setter
     def bn_mode(self, mode: str) -> None:
+        # User input is validated by registry.load_model; this only guards a direct
+        # assignment (model.bn_mode = ...) against a mode the model cannot run in.
         if mode not in self.config.allowed_bn_modes:
-            raise InputError(f"bn_mode {mode!r} is not available for this model; "
-                             f"choose one of {', '.join(self.config.allowed_bn_modes)}")
+            raise InputError(f"bn_mode {mode!r} is not one of this model's modes "
+                             f"({', '.join(self.config.allowed_bn_modes)})")
         self._bn_mode = mode
 
     @property
     def has_tags(self) -> bool:
+        """True when the model has a tag head (``"tags"`` in the output of :meth:`forward`)."""
         return self.head is not None
 
     def bn_statistics(self) -> dict[str, dict[str, np.ndarray]]:
-        """Frozen per-layer statistics (calibrated or stored): ``{layerK: {mean, var}}``."""
+        """Frozen per-layer statistics (calibrated or stored): ``{layerK: {"mean", "var"}}``,
+        each a ``(channels,)`` float32 array (of the convolution outputs, before BN)."""
         return {name: {"mean": b.bn.mean.detach().cpu().numpy().copy(),
                        "var": b.bn.var.detach().cpu().numpy().copy()}
                 for name, b in zip(LAYER_NAMES, self.blocks)}
 
     def set_bn_statistics(self, stats: dict[str, dict[str, np.ndarray]]) -> None:
-        """Restore statistics returned by :meth:`bn_statistics` (marks the model calibrated)."""
+        """Restore statistics returned by :meth:`bn_statistics` (marks the model calibrated).
+
+        ``stats``: ``{layerK: {"mean", "var"}}`` with ``(channels,)`` arrays for every layer.
+        """
         for name, b in zip(LAYER_NAMES, self.blocks):
             for key in ("mean", "var"):
                 value = np.asarray(stats[name][key], dtype=np.float32)
@@ -180,7 +217,14 @@ class CompactConvnet(nn.Module):
 
     # -- forward -------------------------------------------------------------
     def spectrogram(self, y: torch.Tensor, mode: str | None = None) -> torch.Tensor:
-        """Normalised network input ``(batch, 1, n_mels, frames)`` in dB (or standardised)."""
+        """Network input of waveforms ``y`` ``(batch, samples)`` at 12 kHz →
+        ``(batch, 1, n_mels, frames)`` float32, ``frames = ceil(samples / 256)``.
+
+        Published models: dB relative to the maximum (of the batch in ``mode``
+        ``"batch"``, else of each clip), floored at -80 dB, standardised per clip
+        when the config says so; trained models: their input transform.
+        ``mode`` defaults to :attr:`bn_mode`.
+        """
         mode = mode or self.bn_mode
         if self.input_transform is not None:
             return self.input_transform(self.frontend(y))
@@ -191,6 +235,8 @@ class CompactConvnet(nn.Module):
         return db
 
     def forward(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Waveforms ``(batch, samples)`` at 12 kHz → ``{"layer1".."layer5": (batch, 32),
+        "tags": (batch, n_tags)}`` (see the class docstring)."""
         return self.forward_input(self.spectrogram(y, self.bn_mode))
 
     def forward_input(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -20,60 +20,44 @@ from ..constants import AMIN, DYNAMIC_RANGE_DB, FMAX, FMIN, HOP, N_FFT, N_MELS, 
 from ..errors import InputError
 
 
-def hann_periodic(n_fft: int = N_FFT) -> np.ndarray:
-    """Periodic ("DFT-even") Hann window of length ``n_fft``, float64."""
-    n = np.arange(n_fft)
-    return 0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft)
+def hann_window(n_fft: int = N_FFT) -> torch.Tensor:
+    """Periodic ("DFT-even") Hann window, ``(n_fft,)`` float64 tensor (``torch.hann_window``).
+
+    Computed in float64 and cast by the caller, so the float32 window equals
+    ``0.5 - 0.5 cos(2 pi n / n_fft)`` rounded once.
+    """
+    return torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
 
 
 def dft_kernels(n_fft: int = N_FFT) -> tuple[np.ndarray, np.ndarray]:
     """Windowed DFT kernels as stored in the Keras weight files.
 
     Returns ``(real, imag)``, each ``(n_fft, n_fft // 2 + 1)`` float64: column k
-    holds ``w[n] cos(2 pi k n / n_fft)`` and ``w[n] sin(2 pi k n / n_fft)``.
-    A frame ``x`` (length ``n_fft``) maps to ``x @ real`` and ``x @ imag``;
-    its power spectrum is the sum of their squares.
+    holds ``w[n] cos(2 pi k n / n_fft)`` and ``w[n] sin(2 pi k n / n_fft)``, with
+    ``w`` the window of :func:`hann_window`.  A frame ``x`` (length ``n_fft``)
+    maps to ``x @ real`` and ``x @ imag``; its power spectrum is the sum of
+    their squares.  Used to check a weight file's stored kernels.
     """
     n = np.arange(n_fft)[:, None]
     k = np.arange(n_fft // 2 + 1)[None, :]
     phase = 2.0 * np.pi * n * k / n_fft
-    w = hann_periodic(n_fft)[:, None]
+    w = hann_window(n_fft).numpy()[:, None]
     return w * np.cos(phase), w * np.sin(phase)
-
-
-def hz_to_mel(f: np.ndarray) -> np.ndarray:
-    """Slaney mel scale: linear (3 mels per 200 Hz) below 1 kHz, logarithmic above."""
-    f = np.asarray(f, dtype=np.float64)
-    f_sp, break_hz = 200.0 / 3, 1000.0
-    logstep = np.log(6.4) / 27.0
-    return np.where(f < break_hz, f / f_sp,
-                    break_hz / f_sp + np.log(np.maximum(f, 1e-12) / break_hz) / logstep)
-
-
-def mel_to_hz(m: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`hz_to_mel`."""
-    m = np.asarray(m, dtype=np.float64)
-    f_sp, break_hz = 200.0 / 3, 1000.0
-    logstep = np.log(6.4) / 27.0
-    break_mel = break_hz / f_sp
-    return np.where(m < break_mel, m * f_sp, break_hz * np.exp(logstep * (m - break_mel)))
 
 
 def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS,
                    fmin: float = FMIN, fmax: float = FMAX) -> np.ndarray:
-    """Slaney-style mel filterbank, ``(n_fft // 2 + 1, n_mels)`` float32.
+    """Slaney mel filterbank (``librosa.filters.mel``, ``htk=False``, ``norm="slaney"``),
+    transposed to ``(n_fft // 2 + 1, n_mels)`` float32.
 
-    Triangles between ``n_mels + 2`` points equally spaced on the Slaney mel
-    scale from ``fmin`` to ``fmax`` (Hz), each scaled to unit area
-    (``2 / bandwidth``).  Same layout as the ``(257, 96)`` matrix stored in
-    the weight files (power spectrum ``@`` filterbank = mel power spectrum).
+    ``sr``, ``fmin`` and ``fmax`` in Hz.  Same layout as the ``(257, 96)``
+    matrix stored in the weight files: power spectrum ``@`` filterbank = mel
+    power spectrum.  Computed in float64 and rounded once to float32.
     """
-    fft_hz = np.linspace(0.0, sr / 2.0, n_fft // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
-    width = np.diff(edges)
-    below = (fft_hz[None, :] - edges[:-2, None]) / width[:-1, None]   # rising slopes
-    above = (edges[2:, None] - fft_hz[None, :]) / width[1:, None]     # falling slopes
-    fb = np.maximum(0.0, np.minimum(below, above)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    import librosa  # slow to import; only needed when no stored basis is given
+
+    fb = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
+                             htk=False, norm="slaney", dtype=np.float64)
     return np.ascontiguousarray(fb.T, dtype=np.float32)
 
 
@@ -105,7 +89,7 @@ class MelFrontend(nn.Module):
         self.n_fft = n_fft
         self.hop = hop
         self.register_buffer("mel_basis", torch.from_numpy(mel_basis.copy()))
-        self.register_buffer("window", torch.from_numpy(hann_periodic(n_fft).astype(np.float32)))
+        self.register_buffer("window", hann_window(n_fft).float())
 
     @property
     def n_mels(self) -> int:

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from ..constants import AMIN, FMAX, FMIN, N_MELS, SAMPLE_RATE
-from . import frontend
 from ..errors import InputError
 
 MAGNITUDES = ("log", "linear")
@@ -54,11 +53,14 @@ def a_weighting_db(f_hz) -> np.ndarray:
 
 def mel_band_centres(sr: int = SAMPLE_RATE, n_mels: int = N_MELS,
                      fmin: float = FMIN, fmax: float = FMAX) -> np.ndarray:
-    """Centre frequency (Hz) of each triangle of :func:`convfeat.frontend.mel_filterbank`,
+    """Centre frequency (Hz) of each triangle of :func:`convfeat.models.frontend.mel_filterbank`,
     ``(n_mels,)`` float64: the inner ``n_mels`` of ``n_mels + 2`` points equally
-    spaced on the Slaney mel scale."""
-    edges = frontend.mel_to_hz(np.linspace(frontend.hz_to_mel(fmin), frontend.hz_to_mel(fmax), n_mels + 2))
-    return edges[1:-1]
+    spaced on the Slaney mel scale from ``fmin`` to ``fmax`` (Hz).  ``sr`` is
+    unused (the points depend on ``fmin`` and ``fmax`` only); it is kept for
+    symmetry with the filterbank."""
+    import librosa  # slow to import; only needed when a transform is built
+
+    return librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax, htk=False)[1:-1]
 
 
 @dataclass(frozen=True)

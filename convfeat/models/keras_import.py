@@ -18,9 +18,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from ..constants import FMAX, HOP, N_FFT, N_MELS, SAMPLE_RATE
 from ..errors import InputError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+KERAS1_BN_EPS = 1e-3   # Keras-1 BatchNormalization default; the Keras-1 files do not record it
 
 
 @dataclass
@@ -31,6 +34,8 @@ class ConvnetArrays:
     bn_mean / bn_var: stored moving statistics, or ``None`` where the file's
         statistics carry no information (Keras-1 "mode 2").
     dense_w: ``(50, 32)`` (PyTorch ``Linear`` layout) or ``None`` when absent.
+    pools: ``(freq, time)`` max-pool sizes recorded in the file (Keras-2 only; the
+        caller checks them against its architecture), else ``None``.
     """
 
     layout: str
@@ -45,8 +50,9 @@ class ConvnetArrays:
     bn_var: list | None
     dense_w: np.ndarray | None
     dense_b: np.ndarray | None
-    bn_eps: float = 1e-3
+    bn_eps: float = KERAS1_BN_EPS
     keras_config: dict | None = None
+    pools: tuple | None = None
 
 
 class WeightFileError(InputError):
@@ -111,7 +117,7 @@ def read_keras1(path: str | Path) -> ConvnetArrays:
             dense_w = np.ascontiguousarray(_arr(h["dense_1"], f"dense_1_W{suffix}").T)
             dense_b = _arr(h["dense_1"], f"dense_1_b{suffix}")
     return ConvnetArrays(layout, dft_real, dft_imag, mel, conv_w, conv_b, gamma, beta,
-                         None, None, dense_w, dense_b, bn_eps=1e-3)
+                         None, None, dense_w, dense_b, bn_eps=KERAS1_BN_EPS)
 
 
 def read_keras2(path: str | Path) -> ConvnetArrays:
@@ -130,7 +136,7 @@ def read_keras2(path: str | Path) -> ConvnetArrays:
         if kinds != expected:
             raise WeightFileError(f"{path}: unexpected layer sequence {kinds}")
         mel_cfg = layers[0]["config"]
-        wanted = {"sr": 12000, "n_dft": 512, "n_hop": 256, "n_mels": 96, "fmax": 6000}
+        wanted = {"sr": SAMPLE_RATE, "n_dft": N_FFT, "n_hop": HOP, "n_mels": N_MELS, "fmax": int(FMAX)}
         for key, value in wanted.items():
             if mel_cfg.get(key) != value:
                 raise WeightFileError(f"{path}: melgram {key}={mel_cfg.get(key)}, expected {value}")
@@ -138,8 +144,6 @@ def read_keras2(path: str | Path) -> ConvnetArrays:
             raise WeightFileError(f"{path}: only per-sample input normalisation is supported")
         pools = tuple(tuple(layer["config"]["pool_size"]) for layer in layers
                       if layer["class_name"] == "MaxPooling2D")
-        if pools != ((2, 4), (3, 4), (2, 5), (2, 4), (4, 4)):
-            raise WeightFileError(f"{path}: unexpected pool sizes {pools}")
         eps = {layer["config"]["epsilon"] for layer in layers
                if layer["class_name"] == "BatchNormalization"}
         if len(eps) != 1:
@@ -164,4 +168,5 @@ def read_keras2(path: str | Path) -> ConvnetArrays:
         dense_w = np.ascontiguousarray(_arr(dense, "kernel:0").T)
         dense_b = _arr(dense, "bias:0")
     return ConvnetArrays("keras2-tensorflow", dft_real, dft_imag, mel, conv_w, conv_b, gamma, beta,
-                         mean, var, dense_w, dense_b, bn_eps=float(eps.pop()), keras_config=config)
+                         mean, var, dense_w, dense_b, bn_eps=float(eps.pop()), keras_config=config,
+                         pools=pools)
