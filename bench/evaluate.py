@@ -5,7 +5,7 @@
     python bench/evaluate.py --reproduce docs/study_reproduction.json   # every study figure, study + nested
 
 Needs the study's features in ../shared/paper (set CONVFEAT_SHARED); skips with the reason otherwise.
-The features are imported into convfeat files first (convfeat.importer.import_study), then evaluated
+The features are imported into convfeat files first (convfeat.store.importer.import_study), then evaluated
 with the same code as `convfeat evaluate`.
 """
 from __future__ import annotations
@@ -33,8 +33,8 @@ def _paper() -> Path | None:
 
 
 def time_sweep(jobs: int, scaler: str) -> None:
-    from convfeat import evaluate as ev
-    from convfeat.importer import import_study
+    from convfeat import evaluation as ev
+    from convfeat.store.importer import import_study
 
     paper = _paper()
     if paper is None:
@@ -60,8 +60,8 @@ def time_sweep(jobs: int, scaler: str) -> None:
 
 def reproduce(out_json: Path, jobs: int, parts: list[str], emo_rows: str = KEY_ROWS) -> None:
     """Every figure of the four tasks: study protocol (as run, and the grid as described) and nested CV."""
-    from convfeat import evaluate as ev
-    from convfeat.importer import STUDY_TASKS, import_study
+    from convfeat import evaluation as ev
+    from convfeat.store.importer import STUDY_TASKS, import_study
 
     paper = _paper()
     if paper is None:
@@ -136,7 +136,7 @@ def table(in_json: Path) -> str:
 
 
 def main() -> None:
-    from convfeat.evaluate import cpu_count
+    from convfeat.evaluation import cpu_count
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=cpu_count())

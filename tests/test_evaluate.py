@@ -1,8 +1,10 @@
-"""convfeat.evaluate / importer / `convfeat evaluate` + `convfeat import` on small generated data."""
+"""convfeat.evaluation / importer / `convfeat evaluate` + `convfeat import` on small generated data."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -11,10 +13,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from convfeat import evaluate as ev
-from convfeat.cli_evaluate import register
-from convfeat.importer import ImportError_, import_embeddings
-from convfeat.readback import load
+from convfeat import evaluation as ev
+from convfeat.cli.evaluate import register
+from convfeat.store.importer import ImportError_, import_embeddings
+from convfeat.store.read import load
 
 
 # -- generated data -------------------------------------------------------------------
@@ -224,6 +226,32 @@ def test_paired_test_corrected_t():
     assert t["p"] > t["p_ttest"]  # the corrected test is the more careful one
     assert t["wins"] == 5 and t["ci95"][0] < 0.04 < t["ci95"][1]
     assert ev.paired_test(a, a)["p"] == 1.0
+
+
+def test_options_are_checked_once_with_messages_that_say_what_to_do():
+    X, y = blobs(n_per=8, n_classes=2)
+    opts = ev.Options(protocol="study", n_folds=4, head="linear")
+    a = ev.evaluate(X, y, options=opts)
+    b = ev.evaluate(X, y, "classification", "study", n_folds=4, head="linear")
+    assert a.score == b.score and a.params == b.params and a.protocol == "study"
+    assert ev.evaluate(X, y, "classification", "nested", options=opts, inner_folds=2).protocol == "nested"
+    with pytest.raises(ev.EvaluationError, match="head must be one of svm, linear, got 'tree'"):
+        ev.Options(head="tree")
+    with pytest.raises(ev.EvaluationError, match="inner_folds must be at least 2"):
+        ev.evaluate(X, y, inner_folds=1)
+    with pytest.raises(ev.EvaluationError, match="n_folds must be a whole number"):
+        ev.Options(n_folds="4")
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'n_fold'.*n_folds"):
+        ev.evaluate(X, y, n_fold=4)
+
+
+def test_evaluation_imports_neither_torch_nor_h5py():
+    code = "import convfeat.evaluation, convfeat.store; import sys; assert 'torch' not in sys.modules"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    code = "import convfeat.evaluation, sys; assert 'torch' not in sys.modules and 'h5py' not in sys.modules"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
 
 
 # -- labels ---------------------------------------------------------------------------

@@ -67,7 +67,8 @@ def test_run_reports_and_skips_current_steps(experiment, tmp_path):
     experiment.write_text(experiment.read_text().replace('head = "linear"', 'head = "svm"'))
     out = run_experiment(experiment, jobs=1)
     assert out["steps"] == {"manifest": "skipped", "extract1": "skipped", "evaluate": "ran"}
-    accuracy = {r.feature: r.summary("accuracy")["mean"] for r in out["results"]}
+    # convnet sets are labelled "<set>/<layers>" ("random/12345"), as `convfeat evaluate` labels them
+    accuracy = {r.feature.removesuffix("/12345"): r.summary("accuracy")["mean"] for r in out["results"]}
     assert accuracy["random"] == pytest.approx(1.0) and accuracy["mfcc"] >= 0.75  # 12 items, 3 folds
 
 
@@ -81,3 +82,46 @@ def test_bad_experiment_files(tmp_path):
     assert result.exit_code == 2 and "not valid TOML" in result.output
     result = runner.invoke(app, ["run", str(tmp_path / "missing.toml")])
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_unknown_keys_and_bad_values_are_errors_naming_them(experiment, tmp_path):
+    text = experiment.read_text()
+    cases = [
+        (text.replace("n_folds = 3", "n_fold = 3"), r"unknown key 'n_fold' in \[evaluate\]; allowed keys: .*n_folds"),
+        (text.replace('name = "tiny"', 'name = "tiny"\nreports = "x"'),
+         r"unknown key 'reports' in \[experiment\]; allowed keys: name, work, report"),
+        (text.replace("batch_size = 4", "batch_size = 4\nbatchsize = 4"),
+         r"unknown key 'batchsize' in \[\[extract\]\]; allowed keys: sets, .*batch_size"),
+        (text + "\n[evaluation]\nhead = 'svm'\n",
+         r"unknown section \[evaluation\]; allowed sections: experiment, dataset, extract, evaluate"),
+        (text.replace('head = "linear"', 'head = "tree"'), r"\[evaluate\] head must be one of svm, linear, got 'tree'"),
+        (text.replace("n_folds = 3", "n_folds = '3'"), r"\[evaluate\] n_folds must be a whole number, got '3'"),
+        (text.replace("n_folds = 3", "shuffle = 1"), r"\[evaluate\] shuffle must be true or false, got 1"),
+    ]
+    bad = tmp_path / "bad.toml"
+    for content, message in cases:
+        bad.write_text(content)
+        with pytest.raises(ExperimentError, match=message):
+            load_experiment(bad)
+    # on the command line: one line, exit code 2, before any step ran
+    bad.write_text(cases[0][0])
+    result = runner.invoke(app, ["run", str(bad)])
+    assert result.exit_code == 2 and "unknown key 'n_fold' in [evaluate]" in result.output
+    assert "allowed keys: features, layers, label" in result.output
+    assert not (tmp_path / "work").exists()
+
+
+def test_every_evaluation_setting_reaches_the_evaluation(experiment, tmp_path):
+    # scaler, shuffle, seed, max_iter and layers = "all" were once read and silently ignored
+    text = experiment.read_text().replace('head = "linear"', 'head = "svm"').replace('protocol = "nested"', (
+        'protocol = "study"\nscaler = "both"\nshuffle = true\nseed = 5\nmax_iter = 1\nlayers = "all"'))
+    experiment.write_text(text)
+    out = run_experiment(experiment, jobs=1)
+    assert out["steps"]["evaluate"] == "ran"
+    meta = json.loads((tmp_path / "report" / "report.json").read_text())["meta"]
+    assert meta["splits"] == "stratified 3-fold (shuffled, seed 5)"          # shuffle, seed
+    assert meta["grid"] == "64 points (svm head; scaler on/off)"             # scaler (auto: 32 points, off)
+    assert any("stopped at max_iter=1 " in n for n in meta["notes"])        # max_iter (default: 1000000)
+    features = {r.feature for r in out["results"]}
+    assert {"random/12345", "random/135", "random/5", "mfcc", "mfcc+random/12345"} <= features  # layers = all
+    assert len(features) == 33 and meta["experiment"] == "tiny"

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from conftest import shared_path
-from convfeat import evaluate as ev
-from convfeat.importer import import_study
+from convfeat import evaluation as ev
+from convfeat.store.importer import import_study
 
 # Tolerance for emoMusic_a: results.csv gives 4 decimals (0.6500) and our run gives 0.65005 (r² of the
 # best grid point, rbf C=32 gamma=2^-13, folds weighted by size as GridSearchCV(iid=True) did in 2017).

@@ -1,0 +1,214 @@
+"""Outer and inner folds: stratified / plain / group-aware k-fold, predefined folds, a fixed
+train/test split, and the study's (scikit-learn ≤ 0.21) unshuffled stratified allocation."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .options import EvaluationError, check_n_folds
+
+
+@dataclass
+class Splits:
+    """Outer folds: ``folds[k] = (train_indices, test_indices)`` and how they were made."""
+
+    folds: list
+    description: str
+    kind: str                 # stratified | kfold | predefined | split | group
+    n_folds: int = 0
+    shuffle: bool = False
+    seed: int | None = None
+    groups: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.folds)
+
+    def __iter__(self):
+        return iter(self.folds)
+
+
+def legacy_stratified_folds(y, n_folds: int) -> np.ndarray:
+    """Test-fold index per item of scikit-learn ≤ 0.21's unshuffled ``StratifiedKFold``.
+
+    The study ran scikit-learn 0.18/0.19, whose ``StratifiedKFold`` split each
+    class on its own with an unshuffled ``KFold`` (the first ``n_c % k`` folds
+    of a class one item larger).  scikit-learn ≥ 0.22 allocates differently
+    when a class size is not a multiple of ``k``; for class sizes that are
+    (GTZAN: 100 per class, 10 folds) both give the same folds.
+    """
+    y = np.asarray(y)
+    test_folds = np.zeros(len(y), dtype=int)
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        m = max(len(idx), n_folds)
+        sizes = np.full(n_folds, m // n_folds)
+        sizes[: m % n_folds] += 1
+        start = 0
+        for f, size in enumerate(sizes):
+            sel = np.arange(start, start + size)
+            sel = sel[sel < len(idx)]
+            test_folds[idx[sel]] = f
+            start += size
+    return test_folds
+
+
+def _check_class_counts(y, n_folds: int, where: str = "") -> None:
+    values, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
+    small = [(v, c) for v, c in zip(values, counts) if c < n_folds]
+    if small:
+        listed = ", ".join(f"{str(v)!r} ({c} item{'s' if c != 1 else ''})" for v, c in small[:5])
+        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+        raise EvaluationError(f"class {listed}{more} has fewer items than the {n_folds} folds{where}; use fewer "
+                              "folds (--folds), or merge or drop the class")
+
+
+def _folds_from_test_ids(test_of: np.ndarray) -> list:
+    """One fold per distinct value of ``test_of`` (numeric values in numeric order first)."""
+    idx = np.arange(len(test_of))
+    out = []
+    for f in sorted(set(test_of.tolist()), key=lambda v: (not str(v).lstrip("-").isdigit(),
+                                                           int(v) if str(v).lstrip("-").isdigit() else 0, str(v))):
+        test = idx[test_of == f]
+        out.append((idx[test_of != f], test))
+    return out
+
+
+def _fixed_split(split, n: int) -> Splits:
+    split = np.asarray(split, bool)
+    if split.all() or not split.any():
+        raise EvaluationError("the split column must mark some labelled items train and some test "
+                              f"(it has {int(split.sum())} test of {n})")
+    idx = np.arange(n)
+    return Splits([(idx[~split], idx[split])], f"fixed train/test split from a column "
+                  f"({int((~split).sum())} train, {int(split.sum())} test)", "split", 1)
+
+
+def _predefined(folds) -> Splits:
+    folds = np.asarray(folds).astype(str)
+    out = _folds_from_test_ids(folds)
+    if len(out) < 2:
+        raise EvaluationError("the fold column holds a single fold value; it needs at least two")
+    return Splits(out, f"{len(out)} predefined folds from a column", "predefined", len(out))
+
+
+def _group_kfold(y, task: str, n_folds: int, shuffle: bool, seed, groups) -> Splits:
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    n = len(y)
+    how = f"shuffled, seed {seed}" if shuffle else "not shuffled"
+    rs = seed if shuffle else None
+    groups = np.asarray(groups).astype(str)
+    n_groups = len(set(groups.tolist()))
+    if n_groups < n_folds:
+        raise EvaluationError(f"{n_groups} groups cannot make {n_folds} group-aware folds; use --folds {n_groups} "
+                              "or fewer")
+    if task == "classification":
+        _check_class_counts(y, n_folds)
+        cv = StratifiedGroupKFold(n_folds, shuffle=shuffle, random_state=rs)
+        name = "stratified group"
+    else:
+        try:
+            cv = GroupKFold(n_folds, shuffle=shuffle, random_state=rs)
+        except TypeError:  # scikit-learn < 1.6
+            cv = GroupKFold(n_folds)
+        name = "group"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        out = [(tr, te) for tr, te in cv.split(np.zeros(n), y if task == "classification" else None, groups)]
+    return Splits(out, f"{name} {n_folds}-fold ({how}) from a group column ({n_groups} groups)", "group",
+                  n_folds, shuffle, seed, groups)
+
+
+def _kfold(y, task: str, n_folds: int, shuffle: bool, seed, legacy: bool) -> Splits:
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    n = len(y)
+    how = f"shuffled, seed {seed}" if shuffle else "not shuffled"
+    rs = seed if shuffle else None
+    if task == "classification":
+        _check_class_counts(y, n_folds)
+        if legacy and not shuffle:
+            out = _folds_from_test_ids(legacy_stratified_folds(y, n_folds))
+            return Splits(out, f"stratified {n_folds}-fold (not shuffled; scikit-learn ≤ 0.21 allocation, "
+                          "as the study ran it)", "stratified", n_folds, False, None)
+        cv = StratifiedKFold(n_folds, shuffle=shuffle, random_state=rs)
+        return Splits(list(cv.split(np.zeros(n), y)), f"stratified {n_folds}-fold ({how})", "stratified",
+                      n_folds, shuffle, seed)
+    cv = KFold(n_folds, shuffle=shuffle, random_state=rs)
+    return Splits(list(cv.split(np.zeros(n))), f"{n_folds}-fold ({how})", "kfold", n_folds, shuffle, seed)
+
+
+def make_splits(y, task: str = "classification", *, n_folds: int = 10, shuffle: bool = False,
+                seed: int | None = 0, folds=None, split=None, groups=None, legacy: bool = False) -> Splits:
+    """Outer train/test folds of one task.
+
+    Parameters
+    ----------
+    y : array
+        Labels (``(n,)`` classes for stratification; ignored otherwise).
+    task : str
+        ``classification`` stratifies; ``regression`` and ``multilabel`` use
+        plain (group) k-fold.
+    n_folds : int
+        k of k-fold (default 10, as in the study).
+    shuffle, seed : bool, int
+        Shuffle before splitting (the study did not).
+    folds : array, optional
+        Predefined fold per item: each distinct value is one test fold.
+    split : array of bool, optional
+        Fixed split: True = test item.  One fold.
+    groups : array, optional
+        Group per item: group-aware k-fold (``StratifiedGroupKFold`` for
+        classification, ``GroupKFold`` otherwise); no group is split across
+        train and test.
+    legacy : bool
+        Unshuffled stratified folds as scikit-learn ≤ 0.21 made them (the
+        study's; :func:`legacy_stratified_folds`).
+
+    Raises
+    ------
+    EvaluationError
+        A class with fewer items than folds (naming it), fewer groups than
+        folds, an empty side of a split, several protocol columns at once.
+    """
+    y = np.asarray(y)
+    n = len(y)
+    chosen = [name for name, v in (("folds", folds), ("split", split), ("groups", groups)) if v is not None]
+    if len(chosen) > 1:
+        raise EvaluationError(f"give one of a fold column, a split column or a group column, not {' and '.join(chosen)}")
+    if split is not None:
+        return _fixed_split(split, n)
+    if folds is not None:
+        return _predefined(folds)
+    check_n_folds(n_folds)
+    if n_folds > n:
+        raise EvaluationError(f"{n_folds} folds need at least {n_folds} labelled items; there are {n}")
+    if groups is not None:
+        return _group_kfold(y, task, n_folds, shuffle, seed, groups)
+    return _kfold(y, task, n_folds, shuffle, seed, legacy)
+
+
+def inner_splits(y, task: str, train: np.ndarray, n_inner: int, outer: Splits, classes=None) -> list:
+    """Inner folds (indices into the outer training fold ``train``) for nested CV.
+
+    ``y`` holds the encoded labels of all items (class codes for classification,
+    ``classes`` their names for the messages); the inner folds are of the outer
+    folds' kind (group-aware when the outer ones are) and shuffled like them.
+    """
+    y_tr = y[train]
+    groups = outer.groups[train] if outer.groups is not None else None
+    if task == "classification":
+        values, counts = np.unique(y_tr, return_counts=True)
+        if counts.min() < n_inner:
+            small = values[counts.argmin()]
+            small = str(classes[small]) if classes else str(small)
+            raise EvaluationError(f"class {small!r} has {counts.min()} items in an outer training fold, fewer than "
+                                  f"the {n_inner} inner folds of nested CV; use fewer inner folds (--inner-folds) "
+                                  "or --protocol study")
+    if groups is not None and len(set(groups.tolist())) < n_inner:
+        raise EvaluationError(f"an outer training fold has fewer than {n_inner} groups for the inner folds; "
+                              "use fewer inner folds (--inner-folds)")
+    s = make_splits(y_tr, task, n_folds=n_inner, shuffle=outer.shuffle, seed=outer.seed, groups=groups)
+    return s.folds

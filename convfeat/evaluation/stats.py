@@ -1,0 +1,163 @@
+"""Uncertainty of cross-validated scores: corrected-t intervals (bootstrap for one split) and paired
+tests of a feature set against a baseline on the same folds."""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .metrics import fast_metric, metric_values
+from .options import EvaluationError
+
+
+def _t_quantile(df: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, df))
+
+
+def corrected_se(values, n_train, n_test) -> float:
+    """Standard error of the mean of k CV values with the Nadeau-Bengio correction.
+
+    CV folds share training data, so their scores are not independent; the
+    variance of the mean is ``(1/k + n_test/n_train) σ²`` rather than ``σ²/k``
+    (Nadeau & Bengio 2003, "Inference for the generalization error").
+    ``values``, ``n_train``, ``n_test``: ``(k,)`` per-fold scores and sizes.
+    """
+    k = len(values)
+    ratio = float(np.mean(np.asarray(n_test) / np.asarray(n_train)))
+    return math.sqrt((1.0 / k + ratio) * float(np.var(values, ddof=1)))
+
+
+def interval(s, n_train, n_test, result=None, metric: str | None = None) -> tuple:
+    """95 % interval ``(low, high)`` of the mean of the per-fold scores ``s`` (``(k,)``).
+
+    k ≥ 2: corrected resampled t interval; one fold: percentile bootstrap over
+    the test items of ``result`` (a :class:`Result`; NaNs without it).
+    """
+    k = len(s)
+    if k >= 2:
+        se = corrected_se(s, n_train, n_test)
+        h = _t_quantile(k - 1) * se
+        m = float(np.mean(s))
+        return m - h, m + h
+    if result is None:
+        return float("nan"), float("nan")
+    # one fixed split: bootstrap over the test items
+    rng = np.random.default_rng(0)
+    n = len(result.y_true)
+    vals = []
+    for _ in range(1000 if metric in ("accuracy", "r2", "rmse") else 200):
+        b = rng.integers(0, n, n)
+        v = fast_metric(result.task, metric, result.y_true[b], result.y_pred[b])
+        if np.isfinite(v):
+            vals.append(v)
+    if not vals:
+        return float("nan"), float("nan")
+    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
+
+
+def _degenerate(d: np.ndarray) -> tuple:
+    """(t, p, se) of a paired difference with zero variance."""
+    p = 1.0 if d.mean() == 0 else 0.0
+    t = 0.0 if d.mean() == 0 else math.copysign(math.inf, d.mean())
+    return t, p, 0.0
+
+
+def paired_test(a, b, n_train=None, n_test=None) -> dict:
+    """Paired comparison of two feature sets' per-fold scores on the same folds.
+
+    Returns the mean difference ``a - b``, the corrected resampled t-test
+    (Nadeau & Bengio 2003: fold scores share training data, so the plain
+    paired t-test is too confident; the variance is inflated by
+    ``1 + k·n_test/n_train``), its 95 % interval, the plain paired t-test and
+    the Wilcoxon signed-rank test p-values, and wins/ties/losses over folds.
+    ``a``, ``b``, ``n_train``, ``n_test``: ``(k,)``; default sizes: 9:1.
+    """
+    from scipy import stats
+
+    a = np.asarray(a, float)
+    b = np.asarray(b, float)
+    if a.shape != b.shape:
+        raise EvaluationError("paired scores must come from the same folds")
+    d = a - b
+    k = len(d)
+    out = {"mean_diff": float(d.mean()), "n_folds": k, "wins": int((d > 0).sum()), "ties": int((d == 0).sum()),
+           "losses": int((d < 0).sum())}
+    if k < 2:
+        out.update({"t": float("nan"), "p": float("nan"), "ci95": [float("nan")] * 2, "p_ttest": float("nan"),
+                    "p_wilcoxon": float("nan")})
+        return out
+    n_train = np.full(k, 9.0) if n_train is None else np.asarray(n_train, float)
+    n_test = np.ones(k) if n_test is None else np.asarray(n_test, float)
+    var = float(np.var(d, ddof=1))
+    if var == 0.0:
+        t, p, se = _degenerate(d)
+    else:
+        se = corrected_se(d, n_train, n_test)
+        t = float(d.mean() / se)
+        p = float(2 * stats.t.sf(abs(t), k - 1))
+    h = _t_quantile(k - 1) * se
+    out.update({"t": t, "p": p, "ci95": [float(d.mean() - h), float(d.mean() + h)]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out["p_ttest"] = float(stats.ttest_rel(a, b).pvalue) if var > 0 else p
+        try:
+            out["p_wilcoxon"] = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+        except ValueError:
+            out["p_wilcoxon"] = float("nan")
+    return out
+
+
+def _paired_bootstrap(ra, rb, metric: str, n_boot: int = 2000) -> dict:
+    """One fixed split: paired bootstrap over the shared test items of two results."""
+    ib = {k: i for i, k in enumerate(rb.ids.tolist())}
+    common = [i for i, k in enumerate(ra.ids.tolist()) if k in ib]
+    jb = [ib[ra.ids[i]] for i in common]
+    yt = ra.y_true[common]
+    pa, pb = ra.y_pred[common], rb.y_pred[jb]
+    diff = metric_values(ra.task, yt, pa)[metric] - metric_values(ra.task, yt, pb)[metric]
+    rng = np.random.default_rng(0)
+    n = len(common)
+    ds = []
+    for _ in range(n_boot if metric in ("accuracy", "r2", "rmse") else 200):
+        s = rng.integers(0, n, n)
+        ds.append(fast_metric(ra.task, metric, yt[s], pa[s]) - fast_metric(ra.task, metric, yt[s], pb[s]))
+    ds = np.asarray(ds)
+    ds = ds[np.isfinite(ds)]
+    p = float(min(1.0, 2 * min((ds <= 0).mean(), (ds >= 0).mean()))) if len(ds) else float("nan")
+    return {"mean_diff": float(diff), "n_folds": 1, "t": float("nan"), "p": p,
+            "ci95": [float(np.percentile(ds, 2.5)), float(np.percentile(ds, 97.5))] if len(ds) else [float("nan")] * 2,
+            "p_ttest": float("nan"), "p_wilcoxon": float("nan"), "wins": int(diff > 0), "ties": int(diff == 0),
+            "losses": int(diff < 0), "method": "paired bootstrap over test items (one split)"}
+
+
+def compare(results: Sequence, baselines: Iterable[str]) -> list[dict]:
+    """Paired tests of every non-baseline result against every baseline (same target, same folds).
+
+    ``results``: :class:`Result` objects; ``baselines``: their feature labels.
+    One dict per (target, feature, baseline, metric).
+    """
+    baselines = list(baselines)
+    out = []
+    by_target: dict = {}
+    for r in results:
+        by_target.setdefault(r.target, {})[r.feature] = r
+    for target, group in by_target.items():
+        for bname in baselines:
+            rb = group.get(bname)
+            if rb is None:
+                continue
+            for name, ra in group.items():
+                if name in baselines:
+                    continue
+                for metric in ra.metrics:
+                    if len(ra.n_test) >= 2:
+                        t = paired_test(ra.fold_scores[metric], rb.fold_scores[metric], ra.n_train, ra.n_test)
+                        t["method"] = "corrected resampled t-test (Nadeau & Bengio) over folds"
+                    else:
+                        t = _paired_bootstrap(ra, rb, metric)
+                    out.append({"target": target, "feature": name, "baseline": bname, "metric": metric, **t})
+    return out
