@@ -12,12 +12,11 @@ Torch-free: importing this package loads pandas only.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from ..fileio import atomic_path
 from .base import Adapter, DatasetError, MissingFilesError, stratified_folds
 from .generic import CSV, Folders
 from .music import EmoMusic, ExtendedBallroom, GTZANGenre, GTZANMusicSpeech, JamendoVD
@@ -33,10 +32,12 @@ REGISTRY: dict[str, type[Adapter]] = {cls.name: cls for cls in (
 
 
 def adapters() -> list[Adapter]:
+    """One instance of every adapter, in :data:`REGISTRY` order."""
     return [cls() for cls in REGISTRY.values()]
 
 
 def get_adapter(name: str) -> Adapter:
+    """The adapter called ``name``; :class:`DatasetError` for an unknown name."""
     try:
         return REGISTRY[name]()
     except KeyError:
@@ -59,18 +60,9 @@ def write_manifest(name: str, root: str | Path, out: str | Path, allow_missing: 
     """Build the manifest and write it to ``out`` as CSV, atomically (a temporary
     file in the same folder, fsynced, then renamed over ``out``).  → the DataFrame."""
     df = manifest(name, root, allow_missing=allow_missing, **options)
-    out = Path(out).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(Path(out).expanduser(), fsync=True) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             df.to_csv(f, index=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return df
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 
@@ -29,7 +29,6 @@ from ..errors import InputError
 
 #: Column order of a manifest: these first (those present), then the rest.
 LEADING_COLUMNS = ("id", "path", "label", "tags", "fold", "split", "group")
-TASKS = ("classification", "regression", "multilabel")
 MAX_LISTED = 5
 
 
@@ -48,9 +47,20 @@ class MissingFilesError(DatasetError):
                          "pass --allow-missing (allow_missing=True) to write the manifest without them")
 
 
-# -- small helpers -------------------------------------------------------------
+# -- finding files and folders -------------------------------------------------
+# The one place the adapters search a dataset's folder: audio files (by
+# convfeat.audio.AUDIO_EXTENSIONS), class folders, and the first of several
+# candidate places, reporting where they looked when none fits.
 def is_audio(path: Path) -> bool:
+    """A visible file with an audio extension (:data:`convfeat.audio.AUDIO_EXTENSIONS`)."""
     return path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
+
+
+def audio_stem(name: str) -> str:
+    """``name`` less its extension when that is an audio one (``blues.00029.wav`` ->
+    ``blues.00029``; ``blues.00029`` stays as it is)."""
+    suffix = Path(name).suffix
+    return name[: -len(suffix)] if suffix.lower() in AUDIO_EXTENSIONS else name
 
 
 def audio_files(folder: Path, recursive: bool = True) -> list[Path]:
@@ -60,16 +70,31 @@ def audio_files(folder: Path, recursive: bool = True) -> list[Path]:
                                                             p.relative_to(folder).parts))
 
 
-def first_existing(root: Path, candidates: Iterable[str]) -> Path | None:
-    for rel in candidates:
-        p = root / rel if rel else root
-        if p.exists():
-            return p
-    return None
+def subfolders(folder: Path) -> list[Path]:
+    """The visible sub-folders of ``folder`` (class folders, instrument folders …), sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def looked_in(root: Path, candidates: Iterable[str]) -> str:
+    """``"ROOT/a, ROOT/b, ROOT"``: where a search of ``candidates`` looked (``""`` is ROOT)."""
     return ", ".join(f"ROOT/{c}" if c else "ROOT" for c in candidates)
+
+
+def find_first(root: Path, candidates: Iterable[str], accept: Callable[[Path], bool] = Path.exists,
+               what: str | None = None) -> Path | None:
+    """The first ``ROOT/<candidate>`` (``""`` is ROOT itself) that ``accept`` takes.
+
+    None when no candidate fits, or, given ``what``, a :class:`DatasetError`
+    ``"no <what> found under <root> (looked in ROOT/…, …)"``.
+    """
+    candidates = tuple(candidates)
+    for rel in candidates:
+        p = root / rel if rel else root
+        if accept(p):
+            return p
+    if what is None:
+        return None
+    raise DatasetError(f"no {what} found under {root} (looked in {looked_in(root, candidates)})")
 
 
 def resolve_audio(folder: Path, filename: str) -> Path | None:
@@ -95,6 +120,7 @@ def rel_id(path: Path, root: Path) -> str:
 
 
 def hash_key(seed: int | str, text: str) -> str:
+    """Hex sha256 of ``seed`` and ``text``: the deterministic sort key of :func:`stratified_folds`."""
     return hashlib.sha256(f"{seed}\0{text}".encode()).hexdigest()
 
 
@@ -122,6 +148,7 @@ def stratified_folds(ids: Sequence[str], labels: Sequence[str], k: int = 5, seed
 
 
 def parse_bool(value) -> bool:
+    """An option or CSV value as a boolean (``true``/``yes``/``1`` …, ``false``/``no``/``0``/empty)."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -133,6 +160,7 @@ def parse_bool(value) -> bool:
 
 
 def parse_int(name: str, value) -> int:
+    """Option ``name``'s value as an integer."""
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -162,6 +190,7 @@ class Adapter:
         raise NotImplementedError
 
     def manifest(self, root: str | Path, allow_missing: bool = False, **options) -> pd.DataFrame:
+        """The manifest of the dataset at ``root`` (see :func:`convfeat.datasets.manifest`)."""
         root = Path(root).expanduser()
         if not root.exists():
             raise DatasetError(f"{root} does not exist")
@@ -188,6 +217,7 @@ class Adapter:
         return df
 
     def describe(self) -> dict:
+        """Name, task, description, layout, columns, folds and options (for `datasets list`)."""
         return {"name": self.name, "task": self.task, "description": self.description,
                 "layout": self.layout, "columns": self.columns, "folds": self.folds,
                 "options": dict(self.options)}

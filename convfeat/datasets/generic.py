@@ -4,10 +4,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import LEADING_COLUMNS, Adapter, DatasetError, audio_files, is_audio, parse_int, read_table, rel_id
+from .base import (LEADING_COLUMNS, Adapter, DatasetError, audio_files, is_audio, parse_int, read_table, rel_id,
+                   subfolders)
 
 
 class Folders(Adapter):
+    """Any collection with one folder per class (the folder name is the label)."""
+
     name = "folders"
     description = "Any collection with one folder per class"
     task = "classification"
@@ -16,10 +19,11 @@ class Folders(Adapter):
     folds = "none"
 
     def rows(self, root: Path):
+        """One row per audio file below each class folder (sorted by id); loose files are warned about."""
         if not root.is_dir():
             raise DatasetError(f"{root} is not a folder (expected ROOT/<class>/<audio files>)")
         rows = []
-        for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for d in subfolders(root):
             rows += [{"id": rel_id(p, root), "path": str(p.resolve()), "label": d.name} for p in audio_files(d)]
         if not rows:
             raise DatasetError(f"no audio files in class folders under {root} (expected ROOT/<class>/<audio files>)")
@@ -30,6 +34,7 @@ class Folders(Adapter):
         return rows, [], len(rows), "files"
 
     def manifest(self, root, allow_missing=False, **options):
+        """As :meth:`Adapter.manifest`, plus a warning about audio directly in ROOT."""
         self._warnings = []
         df = super().manifest(root, allow_missing, **options)
         df.attrs["warnings"] = df.attrs["warnings"] + self._warnings
@@ -37,6 +42,8 @@ class Folders(Adapter):
 
 
 class CSV(Adapter):
+    """An existing CSV of audio paths and labels / targets / tags; the options name its columns."""
+
     name = "csv"
     description = "An existing CSV listing audio files and their labels"
     task = "classification"   # regression with targets=…, multilabel with tags=…
@@ -64,6 +71,7 @@ class CSV(Adapter):
     def rows(self, root: Path, csv: str | None = None, path: str | None = None, label: str | None = None,
              targets: str | None = None, tags: str | None = None, tags_sep: str = ";", fold: str | None = None,
              split: str | None = None, group: str | None = None, id: str | None = None):
+        """One row per CSV row whose audio exists (in CSV order); the options name the columns."""
         if root.is_dir():
             if not csv:
                 raise DatasetError(f"{root} is a folder: give the CSV file as ROOT, or -O csv=FILE")
@@ -144,6 +152,8 @@ class CSV(Adapter):
         return rows, missing, len(df), f"files listed in {table.name}"
 
     def manifest(self, root, allow_missing=False, **options):
+        """As :meth:`Adapter.manifest`, with the task the options chose (classification,
+        regression or multi-label)."""
         self.task, self.targets = "classification", ()
         df = super().manifest(root, allow_missing, **options)
         df.attrs["task"] = self.task

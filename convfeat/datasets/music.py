@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from ..audio import AUDIO_EXTENSIONS
-
-from .base import (Adapter, DatasetError, audio_files, first_existing, looked_in, read_table, rel_id,
-                   resolve_audio)
+from .base import (Adapter, DatasetError, audio_files, audio_stem, find_first, read_table, rel_id, resolve_audio,
+                   subfolders)
 
 GTZAN_GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 BALLROOM_STYLES = ("Chacha", "Foxtrot", "Jive", "Pasodoble", "Quickstep", "Rumba", "Salsa", "Samba",
@@ -15,11 +13,9 @@ BALLROOM_STYLES = ("Chacha", "Foxtrot", "Jive", "Pasodoble", "Quickstep", "Rumba
 SPLITS = ("train", "valid", "test")
 
 
-def _class_folders(base: Path) -> list[Path]:
-    return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 class GTZANGenre(Adapter):
+    """GTZAN genre: one folder per genre; splits from the fault-filtered lists when present."""
+
     name = "gtzan-genre"
     description = "GTZAN genre collection: 1000 clips of 30 s, 10 genres (Tzanetakis & Cook 2002)"
     task = "classification"
@@ -32,16 +28,11 @@ class GTZANGenre(Adapter):
              "folder — files in none of the lists get an empty split")
     CANDIDATES = ("genres", "genres_original", "Data/genres_original", "gtzan/genres", "")
 
-    def _base(self, root: Path) -> Path:
-        for rel in self.CANDIDATES:
-            cand = root / rel if rel else root
-            if cand.is_dir() and any((cand / g).is_dir() for g in GTZAN_GENRES):
-                return cand
-        raise DatasetError(f"no GTZAN genre folders ({', '.join(GTZAN_GENRES)}) found under {root} "
-                           f"(looked in {looked_in(root, self.CANDIDATES)})")
-
     def rows(self, root: Path):
-        base = self._base(root)
+        """One row per audio file in the genre folders (sorted by id)."""
+        base = find_first(root, self.CANDIDATES,
+                          lambda c: c.is_dir() and any((c / g).is_dir() for g in GTZAN_GENRES),
+                          f"GTZAN genre folders ({', '.join(GTZAN_GENRES)})")
         split_of: dict[str, str] = {}   # "blues.00029" -> "train"
         has_split = False
         list_dirs = [d for d in dict.fromkeys((root, base.parent, base)) if d == root or root in d.parents]
@@ -53,8 +44,7 @@ class GTZANGenre(Adapter):
             for line in lst.read_text().splitlines():
                 name = PurePosixPath(line.strip().replace("\\", "/")).name
                 if name:
-                    stem = name[: -len(Path(name).suffix)] if Path(name).suffix.lower() in AUDIO_EXTENSIONS else name
-                    split_of[stem] = s
+                    split_of[audio_stem(name)] = s
         rows = []
         for genre in GTZAN_GENRES:
             folder = base / genre
@@ -70,6 +60,8 @@ class GTZANGenre(Adapter):
 
 
 class GTZANMusicSpeech(Adapter):
+    """GTZAN music/speech: ``music_wav/`` and ``speech_wav/``."""
+
     name = "gtzan-music-speech"
     description = "GTZAN music/speech collection: 128 clips of 30 s, music vs speech"
     task = "classification"
@@ -79,15 +71,10 @@ class GTZANMusicSpeech(Adapter):
     CANDIDATES = ("", "music_speech")
 
     def rows(self, root: Path):
-        base = None
-        for rel in self.CANDIDATES:
-            cand = root / rel if rel else root
-            if (cand / "music_wav").is_dir() and (cand / "speech_wav").is_dir():
-                base = cand
-                break
-        if base is None:
-            raise DatasetError(f"no music_wav/ and speech_wav/ folders found under {root} "
-                               f"(looked in {looked_in(root, self.CANDIDATES)})")
+        """One row per audio file in music_wav/ and speech_wav/ (sorted by id)."""
+        base = find_first(root, self.CANDIDATES,
+                          lambda c: (c / "music_wav").is_dir() and (c / "speech_wav").is_dir(),
+                          "music_wav/ and speech_wav/ folders")
         rows = [{"id": rel_id(p, root), "path": str(p.resolve()), "label": label}
                 for label in ("music", "speech") for p in audio_files(base / f"{label}_wav")]
         rows.sort(key=lambda x: x["id"])
@@ -95,6 +82,8 @@ class GTZANMusicSpeech(Adapter):
 
 
 class ExtendedBallroom(Adapter):
+    """Extended Ballroom: one folder per dance style."""
+
     name = "ballroom-extended"
     description = "Extended Ballroom: 4180 excerpts, 13 dance styles (Marchand & Peeters 2016)"
     task = "classification"
@@ -105,19 +94,22 @@ class ExtendedBallroom(Adapter):
     folds = "none published"
 
     def rows(self, root: Path):
+        """One row per audio file in the style folders, in ROOT or one sub-folder down (sorted by id)."""
         known = {s.lower() for s in BALLROOM_STYLES}
-        candidates = [root] + _class_folders(root)
-        base = next((c for c in candidates if any(p.name.lower() in known for p in _class_folders(c))), None)
+        candidates = [root] + subfolders(root)
+        base = next((c for c in candidates if any(p.name.lower() in known for p in subfolders(c))), None)
         if base is None:
             raise DatasetError(f"no Extended Ballroom style folders ({', '.join(BALLROOM_STYLES)}) found in "
                                f"{root} or its sub-folders")
         rows = [{"id": rel_id(p, root), "path": str(p.resolve()), "label": d.name}
-                for d in _class_folders(base) for p in audio_files(d)]
+                for d in subfolders(base) for p in audio_files(d)]
         rows.sort(key=lambda x: x["id"])
         return rows, [], len(rows), "files"
 
 
 class EmoMusic(Adapter):
+    """EmoMusic: static arousal / valence annotations of 45-s clips (regression)."""
+
     name = "emomusic"
     description = "EmoMusic (1000 songs for emotional analysis of music): 744 clips of 45 s, static arousal/valence"
     task = "regression"
@@ -134,23 +126,21 @@ class EmoMusic(Adapter):
     CLIPS = ("clips_45seconds", "clips_45sec", "clips", "audio", "")
 
     def rows(self, root: Path, scale: str = "unit"):
+        """One row per annotated song (sorted by song id); songs without audio are reported missing."""
         scalers = {"unit": (lambda m: (m - 1.0) / 8.0, lambda s: s / 8.0),
                    "study": (lambda m: m / 9.0, lambda s: s / 9.0),
                    "raw": (lambda m: m, lambda s: s)}
         if scale not in scalers:
             raise DatasetError(f"emomusic option scale must be one of {', '.join(scalers)}, got {scale!r}")
         f_mean, f_std = scalers[scale]
-        anno = first_existing(root, self.ANNOTATIONS)
-        if anno is None or not anno.is_file():
-            raise DatasetError(f"no static_annotations.csv found under {root} "
-                               f"(looked in {looked_in(root, self.ANNOTATIONS)})")
+        anno = find_first(root, self.ANNOTATIONS, Path.is_file, "static_annotations.csv")
         df = read_table(anno, ["song_id", "mean_arousal", "std_arousal", "mean_valence", "std_valence"])
         info = {}
         info_path = anno.parent / "songs_info.csv"
         if info_path.is_file():
             for _, r in read_table(info_path, ["song_id"]).iterrows():
                 info[str(int(float(r["song_id"])))] = r
-        clips = next((root / c for c in self.CLIPS if (root / c).is_dir()), root)
+        clips = find_first(root, self.CLIPS, Path.is_dir) or root
         rows, missing = [], []
         for i, r in df.iterrows():
             try:
@@ -180,6 +170,8 @@ class EmoMusic(Adapter):
 
 
 class JamendoVD(Adapter):
+    """Jamendo vocal detection: one item per annotated sing / nosing segment."""
+
     name = "jamendo-vd"
     description = "Jamendo vocal detection corpus: 93 songs, sing/nosing segments (Ramona et al. 2008)"
     task = "classification"
@@ -193,6 +185,7 @@ class JamendoVD(Adapter):
 
     @staticmethod
     def _parse_lab(path: Path) -> list[tuple[float, float, str]]:
+        """(start, end, "sing" | "nosing") per line of a ``.lab`` file."""
         segs = []
         for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
             parts = line.split()
@@ -211,6 +204,7 @@ class JamendoVD(Adapter):
         return segs
 
     def rows(self, root: Path):
+        """One row per annotated segment of each song in train/, valid/, test/."""
         splits = [s for s in SPLITS if (root / s).is_dir()]
         if not splits:
             raise DatasetError(f"no train/, valid/ or test/ folder found under {root} (Jamendo layout: "

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .base import (Adapter, DatasetError, audio_files, first_existing, looked_in, parse_bool, parse_int,
-                   read_table, rel_id, resolve_audio, stratified_folds)
+from .base import (Adapter, DatasetError, audio_files, find_first, parse_bool, parse_int, read_table, rel_id,
+                   resolve_audio, stratified_folds, subfolders)
 
 
 def _int(value: str, where: str) -> int:
+    """A metadata value as an integer (``"3"`` or ``"3.0"``); ``where`` names the row."""
     try:
         return int(float(value))
     except ValueError:
@@ -17,6 +18,7 @@ def _int(value: str, where: str) -> int:
 
 
 def _float(value: str, where: str) -> float:
+    """A metadata value as a number; ``where`` names the row."""
     try:
         return float(value)
     except ValueError:
@@ -24,6 +26,8 @@ def _float(value: str, where: str) -> float:
 
 
 class UrbanSound8K(Adapter):
+    """UrbanSound8K: slices listed in ``UrbanSound8K.csv``, official folds 1–10."""
+
     name = "urbansound8k"
     description = "UrbanSound8K: 8732 urban sound excerpts, 10 classes (Salamon et al. 2014)"
     task = "classification"
@@ -34,10 +38,8 @@ class UrbanSound8K(Adapter):
     CANDIDATES = ("metadata/UrbanSound8K.csv", "UrbanSound8K.csv", "UrbanSound8K/metadata/UrbanSound8K.csv")
 
     def rows(self, root: Path):
-        meta = first_existing(root, self.CANDIDATES)
-        if meta is None or not meta.is_file():
-            raise DatasetError(f"no UrbanSound8K.csv found under {root} "
-                               f"(looked in {looked_in(root, self.CANDIDATES)})")
+        """One row per slice listed in UrbanSound8K.csv (sorted by id)."""
+        meta = find_first(root, self.CANDIDATES, Path.is_file, "UrbanSound8K.csv")
         base = meta.parent.parent if meta.parent.name == "metadata" else meta.parent
         df = read_table(meta, ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"])
         rows, missing = [], []
@@ -58,6 +60,8 @@ class UrbanSound8K(Adapter):
 
 
 class ESC50(Adapter):
+    """ESC-50 (or its ESC-10 subset): clips listed in ``esc50.csv``, official folds 1–5."""
+
     name = "esc50"
     description = "ESC-50: 2000 environmental sound clips of 5 s, 50 classes (Piczak 2015)"
     task = "classification"
@@ -69,9 +73,8 @@ class ESC50(Adapter):
     CANDIDATES = ("meta/esc50.csv", "esc50.csv", "ESC-50-master/meta/esc50.csv", "ESC-50/meta/esc50.csv")
 
     def rows(self, root: Path, subset: str | None = None):
-        meta = first_existing(root, self.CANDIDATES)
-        if meta is None or not meta.is_file():
-            raise DatasetError(f"no esc50.csv found under {root} (looked in {looked_in(root, self.CANDIDATES)})")
+        """One row per clip listed in esc50.csv (only ESC-10 with ``subset="esc10"``), sorted by id."""
+        meta = find_first(root, self.CANDIDATES, Path.is_file, "esc50.csv")
         if subset not in (None, "", "all", "esc10"):
             raise DatasetError(f"esc50 option subset must be esc10 or all, got {subset!r}")
         base = meta.parent.parent if meta.parent.name == "meta" else meta.parent
@@ -94,6 +97,8 @@ class ESC50(Adapter):
 
 
 class FreeSpokenDigit(Adapter):
+    """Free Spoken Digit: ``{digit}_{speaker}_{index}`` recordings, folds by speaker."""
+
     name = "fsdd"
     description = "Free Spoken Digit Dataset: spoken digits 0–9, 8 kHz (Jackson et al.)"
     task = "classification"
@@ -106,12 +111,9 @@ class FreeSpokenDigit(Adapter):
     PATTERN = re.compile(r"^(\d)_([A-Za-z][A-Za-z0-9-]*)_(\d+)$")
 
     def rows(self, root: Path):
-        folder = None
-        for rel in self.CANDIDATES:
-            cand = root / rel if rel else root
-            if cand.is_dir() and any(self.PATTERN.match(p.stem) for p in audio_files(cand, recursive=False)):
-                folder = cand
-                break
+        """One row per recording (sorted by id); folds by speaker, split by index."""
+        folder = find_first(root, self.CANDIDATES, lambda c: c.is_dir() and any(
+            self.PATTERN.match(p.stem) for p in audio_files(c, recursive=False)))
         if folder is None:
             nested = sorted(root.glob("free-spoken-digit-dataset*/recordings"))
             if nested:
@@ -136,6 +138,8 @@ class FreeSpokenDigit(Adapter):
 
 
 class Philharmonia(Adapter):
+    """Philharmonia Orchestra samples: one folder per instrument, deterministic folds."""
+
     name = "philharmonia"
     description = "Philharmonia Orchestra sound samples: single notes per instrument"
     task = "classification"
@@ -151,9 +155,10 @@ class Philharmonia(Adapter):
     LENGTHS = {"025": "0.25", "05": "0.5", "1": "1", "15": "1.5"}   # file-name code -> seconds
 
     def rows(self, root: Path, n_folds: int | str = 5, seed: int | str = 0):
+        """One row per audio file in the instrument folders, with deterministic stratified folds."""
         n_folds, seed = parse_int("n_folds", n_folds), parse_int("seed", seed)
         rows = []
-        for inst in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for inst in subfolders(root):
             for p in audio_files(inst):
                 parts = p.stem.split("_")
                 meta = dict(zip(self.FIELDS, parts[1:])) if len(parts) == 5 else dict.fromkeys(self.FIELDS, "")

@@ -1,7 +1,12 @@
 """The feature store: one HDF5 file per collection, its only owner.
 
-``file``      the layout, the write lock, the journal and atomic checkpoints (:class:`FeatureFile`)
-``read``      reading back: ``load``, ``load_frame``, ``info``, ``export``, ``items_table``
+``layout``    the on-disk layout and its in-memory copy (``write_state``, ``read_state``)
+``file``      crash-safe writing: the write lock, the journal and atomic checkpoints (:class:`FeatureFile`)
+``access``    read-only access shared by the readers (open and check, select blocks and rows)
+``read``      reading back: ``load``, ``load_frame``, ``feature_columns``, ``items_table``
+              (and ``info``, ``format_info``, ``export`` from ``summary`` and ``export``)
+``summary``   ``info`` and ``format_info``
+``export``    ``export`` to ``.npy`` / CSV / Parquet
 ``merge``     combining shard files into one
 ``importer``  bringing outside embeddings (``.npy``/``.csv``, the study's release) into the layout
 

@@ -24,7 +24,6 @@ refused by :meth:`convfeat.store.FeatureFile.ensure_set`.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -193,7 +192,7 @@ def import_embeddings(sources: Sequence[str | Path] | str | Path, out: str | Pat
         ``path``, ``set``, ``n_items``, ``datasets`` (name -> width), ``config``.
     """
     from .. import __version__
-    from .file import FeatureFile
+    from .file import FeatureFile, timestamp
 
     if not name or "/" in name or "+" in name or name.strip() != name:
         raise ImportError_(f"feature set name {name!r} must be non-empty, without '/', '+' or surrounding spaces")
@@ -228,7 +227,7 @@ def import_embeddings(sources: Sequence[str | Path] | str | Path, out: str | Pat
     if isinstance(ids, (str, Path)):
         config["ids_from"] = {"file": Path(ids).name, "sha256": sha256_of(Path(ids)), "column": id_column}
     provenance = {**config, "convfeat_version": __version__, "numpy": np.__version__,
-                  "python": sys.version.split()[0], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "python": sys.version.split()[0], "time": timestamp(),
                   "note": "features imported from another source; stored as float32"}
     paths = paths if paths is not None else item_ids
     with FeatureFile(out) as f:

@@ -1,40 +1,17 @@
 """Merging shard files (``convfeat extract --shard I/N``) into one feature file."""
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import tempfile
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .read import _journal_entries
-from .file import ITEM_COLUMNS, FeatureSet, Items, StoreError, read_state, write_state
+from ..fileio import atomic_path, canonical_json
+from .file import (ITEM_COLUMNS, FeatureSet, Items, StoreError, WriteLock, pending_batches, read_state, timestamp,
+                   write_state)
 
 __all__ = ["merge"]
-
-
-# -- merge ----------------------------------------------------------------------------
-@contextmanager
-def _write_lock(path: Path):
-    """Hold ``<path>.lock`` like :class:`convfeat.store.FeatureFile` does."""
-    lock_path = Path(str(path) + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(f"{path} is being written by a convfeat run; wait for it to finish "
-                             "or merge into another file") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _same_row(a: tuple, b: tuple, items, sets, set_names) -> bool:
@@ -120,11 +97,11 @@ def merge(out, shards: Sequence, *, attrs: dict | None = None, allow_pending_jou
             raise StoreError(f"no such shard file: {p}")
         if out.resolve() == p.resolve() or (out.exists() and os.path.samefile(out, p)):
             raise StoreError(f"the merge output {out} is one of the shards; write to another file")
-    if _journal_entries(out):
+    if pending_batches(out):
         raise StoreError(f"{out} has a journal ({out}.journal) of batches from another run; "
                          "remove it or merge into another file")
     for p in paths:
-        pending = _journal_entries(p)
+        pending = pending_batches(p)
         if pending and not allow_pending_journal:
             raise StoreError(f"shard {p} has {pending} journaled batch(es) not yet folded into it (its run "
                              "was interrupted or is still going); run the same `convfeat extract` command "
@@ -156,8 +133,7 @@ def merge(out, shards: Sequence, *, attrs: dict | None = None, allow_pending_jou
                              "all shards must hold the same feature sets")
         for name in names:
             a, b = first[name], st[name]
-            if json.dumps(a.config, sort_keys=True, default=str) != json.dumps(b.config, sort_keys=True,
-                                                                                 default=str):
+            if canonical_json(a.config) != canonical_json(b.config):
                 diff = sorted(k for k in set(a.config) | set(b.config) if a.config.get(k) != b.config.get(k))
                 raise StoreError(f"feature set {name!r} was made with another configuration in {p.name} "
                                  f"than in {paths[0].name} (differs in: {', '.join(diff)})")
@@ -222,23 +198,14 @@ def merge(out, shards: Sequence, *, attrs: dict | None = None, allow_pending_jou
             calibration = _remap_calibration(calibration, items, columns["id"])
         merged_sets[name] = FeatureSet(name, datasets, done, f0.config, f0.provenance, calibration)
 
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    now = timestamp()
     file_attrs = {k: v for k, v in all_attrs[0].items() if k not in ("shard", "created", "updated", "command")}
     file_attrs.update({"created": now, "updated": now, "merged_from": [p.name for p in paths]})
     file_attrs.update(attrs or {})
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with _write_lock(out):
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+    with WriteLock(out, advice="merge into another file"):
+        with atomic_path(out, fsync=True, fsync_dir=True) as tmp:   # as FeatureFile.checkpoint writes
             write_state(tmp, file_attrs, Items(columns, meta), merged_sets)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     return out
 
 
