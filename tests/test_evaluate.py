@@ -372,7 +372,7 @@ def test_cli_import_and_evaluate_end_to_end(study_like, tmp_path):
     assert doc["meta"]["protocol"] == "study" and doc["labels"]["matched_on"] == "labels column 'filepath' = item id"
     assert {t["baseline"] for t in doc["tests"]} == {"mfcc"}
     preds = pd.read_csv(out / "predictions.csv")
-    assert len(preds) == 4 * 24 and set(preds["fold"]) == {0, 1, 2, 3}
+    assert len(preds) == 4 * 24 and set(preds["fold"]) == {1, 2, 3, 4}  # folds numbered from 1
     summary = pd.read_csv(out / "summary.csv")
     assert summary.query("feature == 'choi2017/12345' and metric == 'accuracy'")["score"].iloc[0] == 1.0
     # regression target + group column, nested, linear head

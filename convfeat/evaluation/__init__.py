@@ -6,7 +6,10 @@ The pieces, each usable alone (scikit-learn style, plain arrays in and out):
   to feature-file items by id or path and returns the labels in manifest
   order, with the items that have no label and the labels that have no item
   *reported* (:attr:`Labels.items_without_labels`,
-  :attr:`Labels.labels_without_items`), never silently dropped.
+  :attr:`Labels.labels_without_items`), never silently dropped.  Labels with
+  nothing to learn — one class, a constant target, no tag that some items
+  have and others lack — and folds whose training side holds one class are
+  refused with a message that says what was found and what to do.
 * :func:`make_splits` (:mod:`.splits`) builds the outer folds: stratified
   k-fold (scikit-learn's defaults, not shuffled unless asked), predefined
   folds from a column, a fixed train/test split from a column, or group-aware
@@ -29,8 +32,10 @@ The pieces, each usable alone (scikit-learn style, plain arrays in and out):
   parallel across cores (one work unit per feature set and outer fold).
 * :func:`paired_test`, :func:`compare` (:mod:`.stats`) and
   :func:`write_report` (:mod:`.report`) produce the per-fold scores, mean ±
-  std, 95 % intervals, paired tests against baselines, per-item predictions,
-  confusion matrices and layer-subset plots (Markdown, JSON, CSV, PNG).
+  std, 95 % intervals (kept inside the metric's range), paired tests against
+  baselines, per-item predictions, confusion matrices and layer-subset plots
+  (Markdown, JSON, CSV, PNG).  Outer folds are numbered from 1 everywhere,
+  as the datasets' official folds are.
 * :func:`run` (:mod:`.run`) does all of it for feature files and a manifest
   (``convfeat evaluate``, ``convfeat run``).
 

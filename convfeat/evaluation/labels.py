@@ -135,14 +135,28 @@ def _key_candidates(df, key_column: str | None) -> list:
     return candidates
 
 
+def _duplicates_message(col: str, counts: dict, dup: list) -> str:
+    """The message about a key column that repeats item keys (``dup``, sorted; ``counts``: rows per value)."""
+    shown = ", ".join(f"{k!r} ({counts[k]} rows)" for k in dup[:3]) + (", …" if len(dup) > 3 else "")
+    return (f"key column {col!r} of the labels has duplicate values: {shown} ({len(dup)} repeated item key(s)); "
+            "each item needs exactly one labels row: remove the repeated rows, or give a column with one value per "
+            "item as --key-column")
+
+
 def _match(df, item_ids: Sequence[str], item_paths: Sequence[str] | None, key_column: str | None):
-    """(manifest column, item key kind, row index per item or -1, the column's normalised values)."""
+    """(manifest column, item key kind, row index per item or -1, the column's normalised values).
+
+    A column that repeats item keys is no key: named with ``key_column`` it is refused; found on its own
+    it is passed over (the study's manifests have a genre column called ``id``), unless no other column
+    matches as many items — then it is refused too, naming the repeated values.
+    """
     ids = [str(i) for i in item_ids]
     keys = {"id": ids}
     if item_paths is not None:
         keys["path"] = [_norm_path(p) for p in item_paths]
     candidates = _key_candidates(df, key_column)
     best = None
+    repeated = None   # the best-matching column passed over for repeated keys: (n, col, counts, dup)
     for col in candidates:
         values = [_norm_path(v) for v in df[col].astype(str)]
         counts: dict = {}
@@ -152,19 +166,23 @@ def _match(df, item_ids: Sequence[str], item_paths: Sequence[str] | None, key_co
             n = sum(1 for k in item_keys if k in counts)
             dup = sorted({k for k in item_keys if counts.get(k, 0) > 1})
             if key_column is None and dup:
+                if repeated is None or n > repeated[0]:
+                    repeated = (n, col, counts, dup)
                 continue  # a column that repeats values is not a key (e.g. the study's genre 'id')
             score = (n, kind == "id", -candidates.index(col))
             if best is None or score > best[0]:
                 best = (score, col, kind, values, counts, dup)
-    if best is None or best[0][0] == 0:
+    n_best = 0 if best is None else best[0][0]
+    if best is not None and best[5]:   # the named key column repeats item keys
+        raise EvaluationError(_duplicates_message(best[1], best[4], best[5]))
+    if repeated is not None and repeated[0] > n_best:   # the column passed over matches more items
+        raise EvaluationError(_duplicates_message(repeated[1], repeated[2], repeated[3]))
+    if n_best == 0:
         tried = ", ".join(f"{c!r}" for c in candidates)
         example = ids[0] if ids else "(no items)"
         raise EvaluationError(f"no labels row matches any item: tried column(s) {tried} against item ids and paths "
                               f"(e.g. item id {example!r})")
     _, col, kind, values, counts, dup = best
-    if dup:
-        raise EvaluationError(f"labels column {col!r} repeats {len(dup)} item key(s), e.g. {dup[0]!r}; "
-                              "each item needs one row")
     row_of = {v: r for r, v in enumerate(values)}
     rows = np.array([row_of.get(k, -1) for k in keys[kind]], dtype=int)
     return col, kind, rows, values
@@ -194,13 +212,14 @@ def _tags(df, column: str, take, separator: str | None, dropped: dict) -> tuple:
         for t in tags:
             y[i, pos[t]] = 1
     keep = (y.sum(0) > 0) & (y.sum(0) < len(y))
-    if not keep.all():
+    y_all, all_names = y, names
+    if not keep.all() and keep.any():
         dropped["tags"] = (f"{int((~keep).sum())} tag(s) on every or no labelled item cannot be scored: "
                            + ", ".join(n for n, k in zip(names, keep) if not k))
         y = y[:, keep]
         names = [n for n, k in zip(names, keep) if k]
-    if not names:
-        raise EvaluationError(f"tags column {column!r} has no tag that some items have and others lack")
+    if not names:   # every tag on every or on no item: refused with the counts by check_target
+        return y_all, all_names
     return y, names
 
 
@@ -217,6 +236,76 @@ def _targets(df, columns: list, take, out_ids: list) -> tuple:
     if not np.isfinite(y).all():
         raise EvaluationError("the target columns hold NaN or infinite values")
     return y, list(columns)
+
+
+# -- can the labels be learned at all? ------------------------------------------------
+def _counted(pairs, limit: int = 5) -> str:
+    """``'rock' (40 items), 'jazz' (2 items)`` of (value, count) pairs, the first ``limit`` of them."""
+    pairs = list(pairs)
+    shown = ", ".join(f"{str(v)!r} ({c} item{'s' if c != 1 else ''})" for v, c in pairs[:limit])
+    return shown + (f" and {len(pairs) - limit} more" if len(pairs) > limit else "")
+
+
+def check_target(task: str, y, column: str, names: Sequence[str] | None = None, left_out: str = "") -> None:
+    """Refuse labels that leave nothing to learn (the scores would be perfect or undefined, not informative).
+
+    ``classification``: fewer than two classes; ``regression``: a target
+    column with no variance; ``multilabel``: every tag on every item or on
+    none.  ``y`` as in :attr:`Labels.y` (``(n,)`` classes, ``(n,)`` or ``(n, t)``
+    values, ``(n, T)`` 0/1 tags); ``column`` names the label column (the
+    message's subject), ``names`` the target columns or tags, ``left_out`` says
+    which items were left out before (appended to the message).
+
+    Raises
+    ------
+    EvaluationError
+        Naming the column, what it holds and what to do.
+    """
+    y = np.asarray(y)
+    if len(y) == 0:
+        raise EvaluationError(f"no item has a label in column {column!r}{left_out}; check the column and the key "
+                              "column (--key-column)")
+    if task == "classification":
+        values, counts = np.unique(y.astype(str), return_counts=True)
+        if len(values) < 2:
+            raise EvaluationError(f"label column {column!r} has 1 class: {_counted(zip(values, counts))}{left_out}; "
+                                  "classification needs at least two classes: check --label-column (and the "
+                                  "manifest), or add items of another class")
+    elif task == "regression":
+        cols = y.reshape(len(y), -1)
+        for j in range(cols.shape[1]):
+            if np.all(cols[:, j] == cols[0, j]):
+                name = names[j] if names else column
+                raise EvaluationError(f"target column {name!r} has no variance: all {len(y)} items are "
+                                      f"{cols[0, j]:g}{left_out}; r² is undefined for a constant target: check "
+                                      "--target-columns (and the manifest)")
+    else:
+        if y.ndim != 2 or y.shape[1] == 0:
+            raise EvaluationError(f"tags column {column!r} holds no tag{left_out}")
+        pos = y.sum(axis=0)
+        if not ((pos > 0) & (pos < len(y))).any():
+            tags = names if names else [f"tag {j}" for j in range(y.shape[1])]
+            found = ", ".join(f"{t!r} on {'all' if c else 'none'} of the {len(y)} items"
+                              for t, c in list(zip(tags, pos))[:5]) + (" …" if len(tags) > 5 else "")
+            raise EvaluationError(f"tags column {column!r} has no tag that some items have and others lack: "
+                                  f"{found}{left_out}; multi-label evaluation needs such a tag: check "
+                                  "--tags-column and --tag-separator (and the manifest)")
+
+
+def _left_out(df, label_cols: list, items_without: list, labels_without: list, rows: np.ndarray, classes: bool) -> str:
+    """``"; left out: …"``: the items without a label and the labels rows that match no item (with their classes)."""
+    parts = []
+    if items_without:
+        parts.append(f"{len(items_without)} item(s) without a label")
+    if labels_without:
+        unused = sorted(set(range(len(df))) - set(rows[rows >= 0].tolist()))
+        text = f"{len(labels_without)} labels row(s) that match no item"
+        if classes:
+            found = sorted({str(df[label_cols[0]].iloc[r]).strip() for r in unused} - {""})
+            if found:
+                text += f" (class {', '.join(map(repr, found[:5]))}{' …' if len(found) > 5 else ''})"
+        parts.append(text)
+    return f"; left out: {', '.join(parts)}" if parts else ""
 
 
 def _protocol_columns(df, take, fold_column, split_column, group_column) -> tuple:
@@ -309,7 +398,9 @@ def load_labels(manifest, item_ids: Sequence[str], item_paths: Sequence[str] | N
     ------
     EvaluationError
         No or several label kinds given, unknown columns, no match at all,
-        repeated keys, non-numeric targets, unknown split values.
+        repeated keys, non-numeric targets, unknown split values, labels
+        with nothing to learn (:func:`check_target`: one class, a constant
+        target, no tag that some items have and others lack).
     """
     df, source = _read_manifest(manifest)
     targets = _label_kind(df, label_column, target_columns, tags_column, fold_column, split_column, group_column)
@@ -327,6 +418,8 @@ def load_labels(manifest, item_ids: Sequence[str], item_paths: Sequence[str] | N
     else:
         task = "regression"
         y, names = _targets(df, targets, take, out_ids)
+    left_out = _left_out(df, label_cols, items_without, labels_without, rows, task == "classification")
+    check_target(task, y, label_column or tags_column or ", ".join(targets), names, left_out)
     folds, split, groups = _protocol_columns(df, take, fold_column, split_column, group_column)
     return Labels(out_ids, y, task, names, folds, split, groups, items_without, labels_without,
                   f"labels column {col!r} = item {kind}", dropped, source)

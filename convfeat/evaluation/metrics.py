@@ -10,6 +10,10 @@ METRICS = {"classification": ("accuracy", "macro_f1"),
            "regression": ("r2", "rmse"),
            "multilabel": ("roc_auc", "pr_auc")}
 
+# The range of each metric's values: the ends of a 95 % interval are kept inside it (stats.interval).
+BOUNDS = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "roc_auc": (0.0, 1.0), "pr_auc": (0.0, 1.0),
+          "r2": (-math.inf, 1.0), "rmse": (0.0, math.inf)}
+
 
 def primary(task: str) -> str:
     """The metric that chooses the hyper-parameters (and is the headline score) of ``task``."""

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .heads import describe_point, fold_outputs, grid_for
+from .labels import check_target
 from .metrics import METRICS, metric_values, primary
 from .options import PROTOCOL_LABELS, EvaluationError, Options, check_task
-from .splits import Splits, inner_splits, make_splits
+from .splits import Splits, check_training_classes, inner_splits, make_splits
 from .stats import interval
 
 
@@ -43,7 +44,10 @@ class Result:
     grid_scores : list of dict
         ``study``: every grid point's mean CV score (the primary metric).
     ids, fold_of, y_true, y_pred : arrays
-        Per-item predictions of the reported head (test items only).
+        Per-item predictions of the reported head (test items only);
+        ``fold_of`` numbers the outer folds from 1 (fold ``f`` is
+        ``splits.folds[f - 1]``), as ``folds.csv``, ``predictions.csv`` and the
+        datasets' official folds do.
     """
 
     feature: str
@@ -114,18 +118,24 @@ class _Job:
 
 
 # -- inputs ---------------------------------------------------------------------------
-def _encode(y, task):
+def _encode(y, task, target: str = ""):
+    """(encoded labels, class names) of ``y``, refused when there is nothing to learn (:func:`check_target`)."""
+    check_task(task)
+    column = target or "y"
     if task == "classification":
+        check_target(task, y, column)
         classes, codes = np.unique(np.asarray(y).astype(str), return_inverse=True)
         return codes, [str(c) for c in classes]
     if task == "regression":
         y = np.asarray(y, dtype=np.float64)
         if y.ndim != 1:
             raise EvaluationError("evaluate one regression target at a time (y must be 1-D)")
+        check_target(task, y, column, [column])
         return y, []
     y = np.asarray(y)
     if y.ndim != 2:
         raise EvaluationError("multi-label y must be an (n, n_tags) 0/1 matrix")
+    check_target(task, y, column)
     return y.astype(np.int8), []
 
 
@@ -297,7 +307,7 @@ def _per_item(job: _Job, outs_best) -> tuple:
         for m in metrics:
             fold_scores[m].append(vals[m])
         test_idx.append(te)
-        fold_of.append(np.full(len(te), f))
+        fold_of.append(np.full(len(te), f + 1))   # folds are numbered from 1, as in folds.csv and manifests
         preds.append(np.asarray(o))
     fold_scores = {m: np.asarray(v, float) for m, v in fold_scores.items()}
     test_idx = np.concatenate(test_idx)
@@ -415,10 +425,12 @@ def sweep(features: dict, y, task: str = "classification", protocol: str | None 
     opts = Options.resolve(options, protocol, settings, "sweep")
     if not features:
         raise EvaluationError("no feature sets to evaluate")
-    y_enc, classes = _encode(y, task)
+    y_enc, classes = _encode(y, task, target)
     if splits is None:
         splits = make_splits(_split_labels(y, task), task, n_folds=opts.n_folds, shuffle=opts.shuffle,
                              seed=opts.seed, folds=folds, split=split, groups=groups, legacy=opts.protocol == "study")
+    if task == "classification":
+        check_training_classes(y_enc, splits, classes)
     points = opts.grid if opts.grid is not None else grid_for(opts.head, task, opts.protocol, opts.scaler)
     names = list(features)
     mats = {name: _check_xy(features[name], y_enc, task) for name in names}

@@ -185,9 +185,10 @@ def _summary_rows(r: Result) -> list:
 
 
 def _fold_rows(r: Result) -> list:
+    """One row per outer fold, numbered from 1 (as ``predictions.csv`` and the manifests' fold columns)."""
     rows = []
     for f in range(len(r.n_test)):
-        row = {"target": r.target, "feature": r.feature, "fold": f, "n_train": int(r.n_train[f]),
+        row = {"target": r.target, "feature": r.feature, "fold": f + 1, "n_train": int(r.n_train[f]),
                "n_test": int(r.n_test[f])}
         row.update({m: float(r.fold_scores[m][f]) for m in r.metrics})
         row["params"] = describe_point(r.params[f] if r.protocol == "nested" else r.params[0])

@@ -64,6 +64,40 @@ def _check_class_counts(y, n_folds: int, where: str = "") -> None:
                               "folds (--folds), or merge or drop the class")
 
 
+def _single_class_side(y, folds) -> tuple | None:
+    """(fold number from 1, its one class code, items) of the first fold whose training side holds one class."""
+    for f, (train, _) in enumerate(folds, 1):
+        present = np.unique(np.asarray(y)[train])
+        if len(present) == 1:
+            return f, present[0], len(train)
+    return None
+
+
+def check_training_classes(y, splits: Splits, classes=None) -> None:
+    """Refuse outer folds whose training side holds a single class.
+
+    A classifier cannot be trained on one class: it would predict that
+    class for every test item, and the fold's score would measure the folds,
+    not the features.  Stratified k-fold never makes such a fold (every class
+    has at least k items, :func:`_check_class_counts`); predefined folds, a
+    fixed split or group-aware folds can.  ``y``: class codes (or names) of
+    every item; ``classes``: the names of the codes, for the message.
+    """
+    found = _single_class_side(y, splits.folds)
+    if found is None:
+        return
+    f, code, n = found
+    name = str(classes[code]) if classes else str(code)
+    others = [str(classes[c]) if classes else str(c) for c in np.unique(y) if c != code]
+    where = "the training side of the split" if splits.kind == "split" else \
+        f"the training side of fold {f} of {len(splits)}"
+    listed = ", ".join(map(repr, others[:5])) + (" …" if len(others) > 5 else "")
+    raise EvaluationError(f"{where} ({splits.description}) holds a single class, {name!r} ({n} items): a classifier "
+                          f"cannot be trained on one class (the other class(es), {listed}, are all on its test "
+                          "side); make folds whose training sides hold at least two classes (another fold, split or "
+                          "group column, or stratified k-fold with --folds)")
+
+
 def _folds_from_test_ids(test_of: np.ndarray) -> list:
     """One fold per distinct value of ``test_of`` (numeric values in numeric order first)."""
     idx = np.arange(len(test_of))
@@ -86,11 +120,18 @@ def _fixed_split(split, n: int) -> Splits:
 
 
 def _predefined(folds) -> Splits:
+    """One fold per value of the fold column, numbered from 1 in value order (numeric values numerically);
+    when the values are not 1, 2, …, k the description says which value each number stands for."""
     folds = np.asarray(folds).astype(str)
     out = _folds_from_test_ids(folds)
     if len(out) < 2:
         raise EvaluationError("the fold column holds a single fold value; it needs at least two")
-    return Splits(out, f"{len(out)} predefined folds from a column", "predefined", len(out))
+    values = [str(folds[te[0]]) for _, te in out]
+    how = f"{len(out)} predefined folds from a column"
+    if values != [str(f) for f in range(1, len(out) + 1)]:
+        shown = ", ".join(f"{f} = {v!r}" for f, v in enumerate(values[:10], 1)) + (", …" if len(values) > 10 else "")
+        how += f" (numbered {shown})"
+    return Splits(out, how, "predefined", len(out))
 
 
 def _group_kfold(y, task: str, n_folds: int, shuffle: bool, seed, groups) -> Splits:
@@ -211,4 +252,10 @@ def inner_splits(y, task: str, train: np.ndarray, n_inner: int, outer: Splits, c
         raise EvaluationError(f"an outer training fold has fewer than {n_inner} groups for the inner folds; "
                               "use fewer inner folds (--inner-folds)")
     s = make_splits(y_tr, task, n_folds=n_inner, shuffle=outer.shuffle, seed=outer.seed, groups=groups)
+    found = _single_class_side(y_tr, s.folds) if task == "classification" else None
+    if found is not None:   # group-aware inner folds can leave one class (stratified ones cannot)
+        name = str(classes[found[1]]) if classes else str(found[1])
+        raise EvaluationError(f"an inner training fold of nested CV holds a single class, {name!r} "
+                              f"({found[2]} items): the other classes are all on its test side; use fewer inner "
+                              "folds (--inner-folds) or --protocol study")
     return s.folds

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .metrics import fast_metric, metric_values
+from .metrics import BOUNDS, fast_metric, metric_values
 from .options import EvaluationError
 
 
@@ -31,18 +31,36 @@ def corrected_se(values, n_train, n_test) -> float:
     return math.sqrt((1.0 / k + ratio) * float(np.var(values, ddof=1)))
 
 
+def _bounded(lo: float, hi: float, metric: str | None) -> tuple:
+    """``(lo, hi)`` clipped to the range of ``metric`` (:data:`~.metrics.BOUNDS`; unknown metric: unchanged)."""
+    low, high = BOUNDS.get(metric, (-math.inf, math.inf))
+    return float(min(max(lo, low), high)), float(min(max(hi, low), high))
+
+
 def interval(s, n_train, n_test, result=None, metric: str | None = None) -> tuple:
     """95 % interval ``(low, high)`` of the mean of the per-fold scores ``s`` (``(k,)``).
 
-    k ≥ 2: corrected resampled t interval; one fold: percentile bootstrap over
-    the test items of ``result`` (a :class:`Result`; NaNs without it).
+    k ≥ 2: corrected resampled t interval (Nadeau & Bengio), ``mean ± t·se``;
+    one fold: percentile bootstrap over the test items of ``result`` (a
+    :class:`Result`; NaNs without it).
+
+    The ends never leave the range of ``metric`` (:data:`~.metrics.BOUNDS`):
+    accuracy, macro-F1, ROC-AUC and PR-AUC lie in [0, 1], r² is at most 1 and
+    RMSE at least 0.  The t interval is symmetric and can cross a bound when
+    the mean is near it (fold accuracies 1, 1, 0.8, 1 give [0.707, 1.193]);
+    such an end is clipped to the bound ([0.707, 1.000]): the values beyond it
+    are impossible, so the clipped interval holds every possible value the
+    symmetric one held — its coverage is unchanged — and the other end is
+    left as it is.  (A transformed interval, e.g. on the logit scale, is
+    undefined when every fold scores 1; the bootstrap's percentiles are
+    inside the range already.)
     """
     k = len(s)
     if k >= 2:
         se = corrected_se(s, n_train, n_test)
         h = _t_quantile(k - 1) * se
         m = float(np.mean(s))
-        return m - h, m + h
+        return _bounded(m - h, m + h, metric)
     if result is None:
         return float("nan"), float("nan")
     # one fixed split: bootstrap over the test items
@@ -56,7 +74,7 @@ def interval(s, n_train, n_test, result=None, metric: str | None = None) -> tupl
             vals.append(v)
     if not vals:
         return float("nan"), float("nan")
-    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
+    return _bounded(float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5)), metric)
 
 
 def _degenerate(d: np.ndarray) -> tuple:
