@@ -20,13 +20,16 @@ test:
 bench:
 	$(PYTHON) bench/run.py
 
-# Retrain the shipped model from scratch (offline; ~40 min on 2 CPU cores) and install it in models/.
+# Retrain the shipped model from scratch (offline; ~40 min on 2 CPU cores) and install it where
+# the package ships it (package data of convfeat.models.shipped, so wheels carry it too).
+SHIPPED_MODEL := convfeat/models/shipped/convfeat-synth
+
 model:
 	convfeat corpus synth -o runs/corpus --n 2500 --seed 0 --workers 2
 	convfeat pretrain runs/corpus/manifest.csv -o runs/shipped --epochs 12 --threads 1 --seed 0 --name convfeat-synth
-	mkdir -p models/convfeat-synth
-	cp runs/shipped/model.json runs/shipped/weights.npz models/convfeat-synth/
-	$(PYTHON) experiments/model_card.py models/convfeat-synth
+	mkdir -p $(SHIPPED_MODEL)
+	cp runs/shipped/model.json runs/shipped/weights.npz $(SHIPPED_MODEL)/
+	$(PYTHON) experiments/model_card.py $(SHIPPED_MODEL)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

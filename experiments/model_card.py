@@ -1,6 +1,6 @@
-"""Write models/<name>/MODEL_CARD.md from the model's own model.json (no hand-copied numbers).
+"""Write <shipped>/<name>/MODEL_CARD.md from the model's own model.json (no hand-copied numbers).
 
-    python experiments/model_card.py models/convfeat-synth
+    python experiments/model_card.py convfeat/models/shipped/convfeat-synth
 """
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ CPU. The epoch with the best validation ROC-AUC is kept (epoch {tr['best_epoch']
 
 ## Retrain
 `make model`: renders the corpus, trains, copies `model.json` and `weights.npz` into
-`models/{meta['name']}/` and rewrites this card (about 25 min on 2 CPU cores: 70 s of rendering,
-about 2 min per epoch).
+`convfeat/models/shipped/{meta['name']}/` (package data: every install carries it) and
+rewrites this card (about 25 min on 2 CPU cores: 70 s of rendering, about 2 min per epoch).
 
 ## How good are its features on real audio?
 See the README ("Our own model") and `docs/results/{{esc50-fold4,philharmonia,fsdd}}/report.md`:
@@ -75,4 +75,4 @@ mode, texture and style of that generator, not real-world genres or recording co
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "models/convfeat-synth"))
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "convfeat/models/shipped/convfeat-synth"))

@@ -5,12 +5,15 @@ input preprocessing), the tag vocabulary, the corpus and training record;
 ``weights.npz`` holds plain float32 arrays (the state dict), read with
 ``allow_pickle=False``: nothing is unpickled.  The model is a first-class
 convfeat model: ``load_model(PATH)``, ``convfeat extract -m PATH``, and the
-shipped ones by name (``convfeat-synth``, from the project's ``models/``).
+shipped ones by name (``convfeat-synth``): package data of :mod:`convfeat.models.shipped`,
+found through ``importlib.resources`` (:data:`SHIPPED_DIR`), so a wheel, ``pip install .``,
+an editable install and a source checkout all have them.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +24,14 @@ from .compact import CompactConfig, CompactConvnet
 from ..errors import InputError
 
 FORMAT = "convfeat-model/1"
-#: where shipped models live: <project>/models/<name>/ (beside the package).
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "models"
+#: where shipped models live: <name>/ folders in the package ``convfeat.models.shipped``
+#: (``convfeat/models/shipped/`` in the repository), wherever convfeat is installed.  A plain
+#: Path: convfeat is installed as files (pip unpacks wheels), not imported from a zip.
+SHIPPED_DIR = Path(str(resources.files("convfeat.models.shipped")))
 
 
 def shipped_models() -> list[str]:
-    """Names of the models shipped in ``models/`` (folders holding a ``model.json``)."""
+    """Names of the shipped models (folders of :data:`SHIPPED_DIR` holding a ``model.json``)."""
     if not SHIPPED_DIR.is_dir():
         return []
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "model.json").is_file())
