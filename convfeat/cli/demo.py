@@ -26,13 +26,14 @@ def demo(
     """Offline demo: render clips, extract features into one HDF5 file, tag them.
 
     Needs no download: the clips come from the synthetic corpus generator
-    (`convfeat corpus synth`), the features from the model shipped in models/
-    (convfeat-synth), the random-weights twin and MFCC, plus the published
+    (`convfeat corpus synth`), the features from the model shipped inside the
+    package (convfeat-synth), the random-weights twin and MFCC, plus the published
     choi2017 when its weights are installed.  Prints each clip's true tags
     beside the shipped model's top tags.
     """
-    from ..demo import run_demo
+    from ..demo import require_shipped_model, run_demo
 
+    require_shipped_model()
     typer.echo(f"rendering {clips} synthetic 10-s clips (seed {seed}) into {out}/corpus ...")
     res = run_demo(out, clips, seed, log=typer.echo)
     typer.echo(f"features: {res['features']}  sets: {', '.join(res['sets'])}")

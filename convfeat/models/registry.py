@@ -4,7 +4,7 @@
 ``choi2017-k2``  the author's later Keras-2 retrain (stored BN statistics).
 ``random``       the same architecture with He-normal random weights (baseline).
 ``convfeat-synth`` our own tagging convnet, trained on the synthetic corpus
-                 (``convfeat corpus synth``) and shipped in ``models/``; any
+                 (``convfeat corpus synth``) and shipped inside the package; any
                  folder written by ``convfeat pretrain`` loads the same way.
 """
 from __future__ import annotations
