@@ -322,3 +322,76 @@ def test_fetch_real_published_file(cache):
     assert not (k2_dir / k2.filename).exists()
     assert files_under(k2_dir) == []
     assert files_under(cache) == [got]
+
+
+# -- 8: --from is always verified; offline errors point at --from -------------------------------
+def test_from_is_verified_even_with_an_installed_copy(spec, good, other, target, cache):
+    W.fetch("fake", source=str(good))
+    old = target.stat().st_mtime_ns - 10_000_000_000
+    os.utime(target, ns=(old, old))
+    with pytest.raises(FetchError) as info:
+        W.fetch("fake", source=str(other))            # another model's file: refused
+    msg = str(info.value)
+    assert "sha256 mismatch" in msg and "nothing installed" in msg and "is unchanged" in msg
+    assert W.fetch("fake", source=str(good)) == target  # the published file verifies: nothing rewritten
+    assert target.stat().st_mtime_ns == old and target.read_bytes() == good.read_bytes()
+    assert files_under(cache) == [target]
+    # the command line wants the --from file read and verified, whatever is installed
+    with pytest.raises(FetchError, match="not found"):
+        W.fetch("fake", source=str(good.parent / "missing.hdf5"), strict_source=True)
+    assert files_under(cache) == [target]
+
+
+def test_cli_fetch_from_another_models_file_fails_with_an_installed_copy(spec, good, other, target):
+    from typer.testing import CliRunner
+
+    from convfeat.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["weights", "fetch", "fake", "--from", str(good)])
+    assert res.exit_code == 0 and "installed fake" in res.output
+    for source in (str(other), str(good.parent / "missing.hdf5")):
+        res = runner.invoke(app, ["weights", "fetch", "fake", "--from", source])
+        assert res.exit_code == 2, res.output
+        assert "installed fake" not in res.output and "Traceback" not in res.output
+        assert len(res.output.strip().splitlines()) == 1 and res.output.startswith("error: ")
+    assert target.read_bytes() == good.read_bytes()
+
+
+def test_unreachable_url_suggests_from(spec, monkeypatch, cache):
+    monkeypatch.setitem(W.WEIGHTS, "fake", WeightSpec(**{**spec.__dict__, "url": "http://nonexistent.invalid/x"}))
+    with pytest.raises(FetchError) as info:
+        W.fetch("fake")
+    msg = str(info.value)
+    assert "could not read http://nonexistent.invalid/x" in msg
+    assert "convfeat weights fetch fake --from PATH_OR_URL" in msg and "nothing installed" in msg
+    assert "\n" not in msg
+    assert files_under(cache) == []
+
+    from typer.testing import CliRunner
+
+    from convfeat.cli import app
+
+    res = CliRunner().invoke(app, ["weights", "fetch", "fake"])
+    assert res.exit_code == 2 and "--from PATH_OR_URL" in res.output and "Traceback" not in res.output
+
+
+def test_fetch_gives_the_umask_permissions(spec, good, target):
+    old = os.umask(0o027)
+    try:
+        W.fetch("fake", source=str(good))
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_explicit_truncated_weights_refused_at_resolve(spec, good, tmp_path):
+    data = good.read_bytes()
+    cut = tmp_path / "cut.hdf5"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightFileError, match=r"cut\.hdf5 is not a readable HDF5 file.*truncated"):
+        W.resolve("fake", weights=cut)
+    page = tmp_path / "page.hdf5"
+    page.write_bytes(HTML)
+    with pytest.raises(WeightFileError, match="HTML"):
+        W.resolve("fake", weights=page)

@@ -14,27 +14,75 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _user_errors() -> tuple:
+def _one_line(exc: BaseException) -> str | None:
+    """The one line for an error convfeat expects, or None for a bug.
+
+    Expected: a :class:`~convfeat.errors.ConvfeatError` (its message), and an
+    ``OSError`` the environment caused: a missing, unreadable or unwritable path,
+    a path under a file, a full disk, … (any ``OSError`` naming a file, or with
+    an errno from :data:`convfeat.fileio.EXPECTED_ERRNOS`), said by
+    :func:`convfeat.fileio.describe_os_error` with what to do.
+    """
     # Imported when an error is being handled, not at import time (keeps start-up light).
     from ..errors import ConvfeatError
+    from ..fileio import EXPECTED_ERRNOS, describe_os_error, one_line, os_errno
 
-    return (ConvfeatError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+    if isinstance(exc, ConvfeatError):
+        text = str(exc)
+        if isinstance(exc, KeyError) and type(exc).__str__ is KeyError.__str__ and len(exc.args) == 1:
+            text = str(exc.args[0])   # KeyError quotes its message; take it unquoted
+        return one_line(text)
+    if isinstance(exc, OSError):
+        expected = (isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+                                     FileExistsError))
+                    or getattr(exc, "filename", None) is not None or os_errno(exc) in EXPECTED_ERRNOS)
+        if expected:
+            return describe_os_error(exc)
+    return None
 
 
 def friendly_errors(func):
-    """Turn errors convfeat raises on purpose (:class:`convfeat.errors.ConvfeatError`, and a
-    missing or unreadable path) into one line on stderr and exit code 2.  Anything else is a
-    bug and keeps its traceback."""
+    """Turn errors convfeat expects (:class:`convfeat.errors.ConvfeatError`, a missing,
+    unreadable or unwritable path, a full disk, …; see :func:`_one_line`) into one
+    line on stderr and exit code 2.  Anything else is a bug and keeps its traceback."""
 
     @wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except Exception as exc:
-            if isinstance(exc, _user_errors()):
-                fail(str(exc).strip("'\""))
-            raise
+            line = _one_line(exc)
+            if line is None:
+                raise
+            fail(line)
     return wrapper
+
+
+def json_text(obj, indent: int = 2) -> str:
+    """JSON for the command line's ``--json`` output: always valid JSON.
+
+    NumPy values and paths become plain values; a non-finite float (NaN, ±inf,
+    which ``json.dumps`` would write as the invalid ``NaN`` / ``Infinity``)
+    becomes ``null``; anything else unknown its ``str``.
+    """
+    import json
+    import math
+
+    from ..fileio import to_plain
+
+    def clean(value):
+        value = to_plain(value)
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if value is None or isinstance(value, (str, int, bool)):
+            return value
+        return str(value)
+
+    return json.dumps(clean(obj), indent=indent, allow_nan=False)
 
 
 class Device(str, Enum):

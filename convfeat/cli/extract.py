@@ -1,7 +1,6 @@
 """`convfeat extract`, `info`, `export` and `merge`: parse, call the library, print."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -9,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from .common import (BN_HELP, WEIGHTS_HELP, BnMode, Device, ExportFormat, LongPolicy, ShortPolicy,
-                     friendly_errors)
+                     friendly_errors, json_text)
 
 app = typer.Typer()   # commands collected here, added to the main app by register()
 
@@ -54,7 +53,10 @@ def extract_cmd(
     most the batch in flight. Exit code 1 if any item failed (listed at the end).
     """
     from .. import extraction as ex
+    from ..store.file import check_target
 
+    # Refuse a file that is not ours, or is newer, before loading any model (checked again under the lock).
+    check_target(out)
     sets = [ex.parse_set(m, bn_mode.value if bn_mode else None, seed, str(weights) if weights else None)
             for m in model]
     policy = ex.Policy(short=short.value, long=long.value, hop_seconds=hop)
@@ -82,7 +84,7 @@ def info_cmd(file: Path = typer.Argument(..., help="A convfeat HDF5 feature file
     from .. import store
 
     info = store.info(file)
-    typer.echo(json.dumps(info, indent=2, default=str) if as_json else store.format_info(info))
+    typer.echo(json_text(info) if as_json else store.format_info(info))
 
 
 @app.command("export")
@@ -103,9 +105,11 @@ def export_cmd(
 
 @app.command("merge")
 @friendly_errors
-def merge_cmd(out: Path = typer.Argument(..., help="Merged HDF5 file to write."),
+def merge_cmd(out: Path = typer.Argument(..., help="Merged HDF5 file to write; it must not exist (merge never "
+                                         "replaces a file: delete an earlier merge first to redo it)."),
               shards: List[Path] = typer.Argument(..., help="Shard files made with extract --shard I/N.")):
-    """Combine shard files into one (refuses shards made with different configurations)."""
+    """Combine shard files into one new file (refuses shards made with different configurations, and an OUT
+    that exists already)."""
     from .. import store
 
     path = store.merge(out, shards)

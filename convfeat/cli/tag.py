@@ -1,14 +1,14 @@
 """`convfeat tag` and `convfeat weights …`: parse, call the library, print."""
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from ..errors import InputError
-from .common import BN_HELP, WEIGHTS_HELP, BnMode, friendly_errors
+from .common import BN_HELP, WEIGHTS_HELP, BnMode, friendly_errors, json_text
 
 app = typer.Typer()   # commands collected here, added to the main app by register()
 weights_app = typer.Typer(no_args_is_help=True, help="List, fetch and verify published model weights.")
@@ -62,14 +62,27 @@ def tag_cmd(
                                                   [sr for _, sr in decoded.values()], net, top_k)))
     else:
         results = {path: api.tag(y, sr, model=net, top_k=top_k) for path, (y, sr) in decoded.items()}
+    for path in list(results):    # a probability that is not a number is no result: that file failed
+        bad = [t for t, prob in results[path].items() if not _finite(prob)]
+        if bad:
+            del results[path]
+            failures[path] = (f"{path}: the model gave no valid probability for {len(bad)} tag(s) "
+                              f"({', '.join(bad[:3])}{', …' if len(bad) > 3 else ''}: NaN or infinite)")
     if as_json:
-        typer.echo(json.dumps({"results": results, "failures": failures}, indent=2))
+        typer.echo(json_text({"results": results, "failures": failures}))
     else:
         _print_tag_table(results, top_k)
         for path, reason in failures.items():
             typer.echo(f"failed: {reason}", err=True)
     if failures:
         raise typer.Exit(1)
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _print_tag_table(results: dict, top_k: int) -> None:
@@ -96,7 +109,7 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="Print JSON 
 
     rows = w.status()
     if as_json:
-        typer.echo(json.dumps({"cache_dir": str(w.cache_dir()), "weights": rows}, indent=2))
+        typer.echo(json_text({"cache_dir": str(w.cache_dir()), "weights": rows}))
         return
     from rich.console import Console
     from rich.table import Table
@@ -115,16 +128,17 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="Print JSON 
 def weights_fetch(
     name: str = typer.Argument(..., help="Weights to install: choi2017, choi2017-tf or choi2017-k2."),
     source: Optional[str] = typer.Option(None, "--from", help="Local file, file:// URL or mirror URL "
-                                         "(default: the canonical URL)."),
+                                         "(default: the canonical URL); always verified by sha256."),
     force: bool = typer.Option(False, help="Download again even if a verified copy is installed."),
 ):
     """Download (or copy) published weights into the cache, verified by sha256.
 
     Nothing is installed unless the file's sha256 matches the published one and
-    it is an HDF5 file; a failed fetch leaves any earlier copy untouched.
+    it is an HDF5 file; a failed fetch leaves any earlier copy untouched. A
+    --from file is always verified, also when a verified copy is installed.
     """
     from ..models import weights as w
 
     spec = w.get_spec(name)
-    path = w.fetch(name, source=source, force=force)
+    path = w.fetch(name, source=source, force=force, strict_source=True)
     typer.echo(f"installed {name} ({spec.licence}) -> {path}")

@@ -17,14 +17,12 @@ accepted, and its checksum is recorded in provenance.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..fileio import sha256_of
+from ..fileio import describe_os_error, fsync_file, one_line, sha256_of, temporary_beside
 from .keras_import import WeightFileError, check_hdf5
 from ..errors import ConvfeatError, UnknownNameError
 
@@ -109,13 +107,16 @@ def candidates(spec: WeightSpec) -> list[Path]:
 def resolve(name: str, weights: str | Path | None = None) -> Path:
     """Path of the weight file to use for registered weights ``name``.
 
-    An explicit ``weights`` path wins (it must exist).  Otherwise the first
-    existing candidate is used, and it must match the registered sha256.
+    An explicit ``weights`` path wins: it must exist and be a readable HDF5 file
+    (a truncated or damaged one is refused here with one line, as
+    :class:`WeightFileError`).  Otherwise the first existing candidate is used,
+    and it must match the registered sha256.
     """
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsNotFound(f"weights file not found: {path}")
+        check_readable_hdf5(path, name)
         return path
     spec = get_spec(name)
     for path in candidates(spec):
@@ -130,6 +131,24 @@ def resolve(name: str, weights: str | Path | None = None) -> Path:
     raise WeightsNotFound(
         f"weights for {name!r} are not installed; run `convfeat weights fetch {name}` "
         f"(or `--from PATH` for a local copy), set ${ENV_WEIGHTS_DIR}, or pass --weights PATH")
+
+
+def check_readable_hdf5(path: Path, name: str | None = None) -> None:
+    """Raise :class:`WeightFileError` (one line) unless ``path`` is an HDF5 file that
+    opens: not HDF5 at all (HTML page, pickle, empty), truncated, damaged or unreadable."""
+    import h5py
+
+    check_hdf5(path)
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as exc:
+        if isinstance(exc, PermissionError) or exc.errno:
+            raise WeightFileError(describe_os_error(exc, path, "read")) from None
+        fetch_hint = (f", or install the published file with `convfeat weights fetch {name}`"
+                      if name in WEIGHTS else "")
+        raise WeightFileError(f"{path} is not a readable HDF5 file ({one_line(exc)}); it is probably truncated "
+                              f"or damaged: copy or download it again{fetch_hint}") from None
 
 
 def status() -> list[dict]:
@@ -154,51 +173,105 @@ def _open_source(source: str):
     if path.is_dir():
         raise FetchError(f"{path} is a directory; give the weight file itself")
     if not path.is_file():
-        raise FetchError(f"source not found: {path}")
+        raise _Unreadable(f"source not found: {path}")
     return open(path, "rb")
 
 
-def fetch(name: str, source: str | os.PathLike | None = None, force: bool = False) -> Path:
+def fetch(name: str, source: str | os.PathLike | None = None, force: bool = False, *,
+          strict_source: bool = False) -> Path:
     """Install registered weights ``name`` into the cache, verified by sha256.
 
     ``source``: a local path, ``file://`` URL or mirror URL; default the
     canonical URL.  The file is written to a temporary name beside its target
     and renamed only after its sha256 matches and it opens as HDF5, so a
     failed fetch installs nothing and leaves any earlier good copy in place.
+
+    A given ``source`` is always verified, also when a verified copy is installed
+    already (the copy is then kept as it is): a source that is not the published
+    file raises :class:`FetchError`.  Only a source that cannot be read at all is
+    passed over in that case, keeping the installed copy, unless
+    ``strict_source`` (the command line's choice): then it raises too.  Without
+    ``source``, an installed verified copy is returned at once (unless ``force``).
+
     Returns the installed path.
     """
     spec = get_spec(name)
     target = cache_dir() / spec.subdir / spec.filename
-    if target.is_file() and not force and sha256_of(target) == spec.sha256:
+    installed = target.is_file() and sha256_of(target) == spec.sha256
+    if installed and not force and source is None:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
+    src = os.fspath(source) if source else spec.url
     try:
-        src = os.fspath(source) if source else spec.url
-        try:
-            with os.fdopen(fd, "wb") as out, _open_source(src) as stream:
-                shutil.copyfileobj(stream, out, length=1 << 20)
-        except FetchError:
-            raise
-        except OSError as exc:  # URLError is an OSError
-            raise FetchError(f"could not read {src}: {exc}") from exc
-        digest = sha256_of(tmp)
-        if digest != spec.sha256:
+        with temporary_beside(target, suffix=".part") as tmp:  # removed unless renamed into place
             try:
-                check_hdf5(tmp)
-                why = "the file differs from the published one (truncated or modified?)"
-            except WeightFileError as exc:
-                why = str(exc).replace(str(tmp), "the downloaded file")
-            raise FetchError(f"{name}: sha256 mismatch (got {digest[:12]}…, expected "
-                             f"{spec.sha256[:12]}…): {why}; nothing installed")
+                _copy_verified(name, spec, src, Path(tmp))
+            except _Unreadable as exc:
+                if installed and not force and not strict_source:
+                    return target        # nothing to verify; the installed copy is the published file
+                raise FetchError(str(exc) + _kept(installed, target)) from None
+            except FetchError as exc:
+                raise FetchError(str(exc) + _kept(installed, target)) from None
+            if installed and not force:
+                return target            # the source verifies; the installed copy stays untouched
+            fsync_file(tmp)
+            os.replace(tmp, target)
+    except FetchError:
+        raise
+    except OSError as exc:
+        if not target.parent.exists() or not os.access(target.parent, os.W_OK):
+            raise FetchError(f"{describe_os_error(exc, target.parent, 'write')}; nothing installed (the cache is "
+                             f"${ENV_CACHE_DIR} or the platform cache folder)") from None
+        raise FetchError(f"{describe_os_error(exc, target, 'write')}; nothing installed") from None
+    return target
+
+
+def _kept(installed: bool, target: Path) -> str:
+    return f" (the verified copy installed at {target} is unchanged)" if installed else ""
+
+
+class _Unreadable(FetchError):
+    """The source could not be read at all (missing, offline, refused)."""
+
+
+def _copy_verified(name: str, spec: WeightSpec, src: str, tmp: Path) -> None:
+    """Copy ``src`` into ``tmp`` and check it is the published file (sha256, HDF5);
+    raise :class:`_Unreadable` when ``src`` cannot be read, :class:`FetchError` when
+    it is not the published file."""
+    remote = urllib.parse.urlparse(src).scheme in ("http", "https")
+
+    def unreadable(exc: OSError) -> _Unreadable:
+        reason = getattr(exc, "reason", None) or exc
+        advice = (f"; without network access, download {spec.url} on another machine and install it with "
+                  f"`convfeat weights fetch {name} --from PATH_OR_URL` (a local copy or a mirror)"
+                  if remote else "")
+        return _Unreadable(f"could not read {src}: {one_line(reason)}{advice}; nothing installed")
+
+    try:
+        stream = _open_source(src)
+    except FetchError:
+        raise
+    except OSError as exc:  # URLError is an OSError
+        raise unreadable(exc) from None
+    with stream, open(tmp, "wb") as out:   # an error writing tmp is the cache's: the caller says so
+        while True:
+            try:
+                block = stream.read(1 << 20)
+            except OSError as exc:
+                raise unreadable(exc) from None
+            if not block:
+                break
+            out.write(block)
+    digest = sha256_of(tmp)
+    if digest != spec.sha256:
         try:
             check_hdf5(tmp)
+            why = "the file differs from the published one (truncated or modified?)"
         except WeightFileError as exc:
-            raise FetchError(f"{name}: " + str(exc).replace(str(tmp), "the downloaded file")
-                             + "; nothing installed") from exc
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a shared cache should be readable
-        os.replace(tmp, target)
-        return target
-    finally:
-        tmp.unlink(missing_ok=True)
+            why = str(exc).replace(str(tmp), "the downloaded file")
+        raise FetchError(f"{name}: sha256 mismatch (got {digest[:12]}…, expected "
+                         f"{spec.sha256[:12]}…): {why}; nothing installed")
+    try:
+        check_hdf5(tmp)
+    except WeightFileError as exc:
+        raise FetchError(f"{name}: " + str(exc).replace(str(tmp), "the downloaded file")
+                         + "; nothing installed") from exc

@@ -15,38 +15,49 @@ import h5py
 import numpy as np
 
 from ..constants import LAYER_NAMES
-from ..errors import InputError
-from ..fileio import to_plain
+from ..errors import ConvfeatError, InputError
+from ..fileio import describe_os_error
 from ..layers import parse_layers
-from .layout import FORMAT, FORMAT_VERSION, ITEM_COLUMNS
+from .layout import (FORMAT_VERSION, ITEM_COLUMNS, StoreError, format_version, hdf5_problem, header_problem,
+                     newer_version_message)
 
 NUMERIC_ITEM_COLUMNS = ("duration", "source_sr", "channels", "windows")
+
+
+class FeatureFileNotFound(ConvfeatError, FileNotFoundError):
+    """No feature file at the given path (a ``FileNotFoundError`` too)."""
 
 
 @contextmanager
 def open_features(path):
     """Open ``path`` read-only and check that it is a convfeat feature file.
 
-    Raises ``FileNotFoundError`` when it does not exist, :class:`InputError` when it
-    is not a (readable) convfeat feature file or one of a newer format version.
+    Raises :class:`FeatureFileNotFound` (a ``FileNotFoundError``) when it does not
+    exist, :class:`InputError` when it is not a (readable) convfeat feature file
+    (saying what is missing) or one of a newer format version.
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such feature file: {path}")
+        raise FeatureFileNotFound(f"no such feature file: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a feature file")
     try:
         h = h5py.File(path, "r")
     except OSError as exc:
-        raise InputError(f"{path} is not a convfeat feature file: not a readable HDF5 file ({exc})") from None
+        if isinstance(exc, PermissionError):
+            raise InputError(describe_os_error(exc, path, "read")) from None
+        raise InputError(f"{path} is not a convfeat feature file: {hdf5_problem(exc)}") from None
     with h:
-        fmt = to_plain(h.attrs.get("format"))
-        if fmt != FORMAT or "items" not in h or "features" not in h:
-            raise InputError(f"{path} is an HDF5 file but not a convfeat feature file (its 'format' "
-                             f"attribute is {fmt!r}, expected {FORMAT!r}); convfeat reads the files "
-                             "written by `convfeat extract`")
-        version = int(h.attrs.get("format_version", 0))
+        problem = header_problem(h)
+        if problem:
+            raise InputError(f"{path} is an HDF5 file but not a convfeat feature file ({problem}); "
+                             "convfeat reads the files written by `convfeat extract`")
+        try:
+            version = format_version(h)
+        except StoreError as exc:
+            raise InputError(str(exc)) from None
         if version > FORMAT_VERSION:
-            raise InputError(f"{path} uses feature-file format version {version}, newer than this "
-                             f"convfeat reads ({FORMAT_VERSION}); upgrade convfeat")
+            raise InputError(newer_version_message(path, version, "reads"))
         yield h
 
 

@@ -10,7 +10,20 @@ so whatever moment a run is killed at, ``OUT.h5`` is a valid file.  Batches
 finished since the last checkpoint are kept in ``OUT.h5.journal/`` (each batch
 one ``.npz``, itself written then renamed), and the next run folds them in, so
 a kill loses at most the batch in flight.  ``OUT.h5.lock`` (``flock``) keeps a
-second run from writing the same file.
+second run from writing the same file; it is removed when its holder lets it go.
+Temporaries a killed checkpoint left beside the file (``.OUT.h5.XXXXXXXX.tmp``)
+are removed by the next writer, holding the lock, when it starts and when it ends.
+
+What a writer may write over.  :func:`check_target` is the one rule, shared by
+:class:`FeatureFile` (``convfeat extract -o``, ``import``) and
+:func:`convfeat.store.merge`: a writer never replaces a file that is not a
+convfeat feature file, nor one of a newer format version than this convfeat's
+(rewriting it would downgrade it and drop what this version does not know).
+
+Values that do not fit.  :meth:`FeatureFile.record` checks each item's values
+against its columns (``source_sr`` int32, ``channels`` int16, …, feature widths)
+before touching its row: an item whose values cannot be stored is recorded as
+``failed`` with a reason naming the value and the column, and the run goes on.
 """
 from __future__ import annotations
 
@@ -20,14 +33,20 @@ import os
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from ..fileio import atomic_path, canonical_json, json_default
-from .layout import (FORMAT, FORMAT_VERSION, ITEM_COLUMNS, FeatureSet, Items, StoreError, read_state, timestamp,
+from ..fileio import (atomic_path, canonical_json, describe_os_error, json_default, one_line,
+                      remove_stale_temporaries)
+from .layout import (_NUMERIC, FORMAT, FORMAT_VERSION, ITEM_COLUMNS, FeatureSet, Items, StoreError, format_version,
+                     hdf5_problem, header_problem, newer_version_message, read_state, storable_text, timestamp,
                      write_state)
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ITEM_COLUMNS", "FeatureFile", "FeatureSet", "Items", "StoreError",
-           "WriteLock", "journal_path", "pending_batches", "read_state", "timestamp", "write_state"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "ITEM_COLUMNS", "STATUSES", "FeatureFile", "FeatureSet", "Items",
+           "StoreError", "WriteLock", "check_target", "journal_path", "pending_batches", "read_state", "timestamp",
+           "write_state"]
+
+STATUSES = ("ok", "failed", "pending")
 
 
 # -- the file's companions: journal and lock -------------------------------------------
@@ -59,30 +78,79 @@ class WriteLock:
         self._fd: int | None = None
 
     def acquire(self) -> "WriteLock":
-        """Take the lock (creating the file's folder), or raise :class:`StoreError`."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock (creating the file's folder), or raise :class:`StoreError`.
+
+        The lock file is removed by :meth:`release`, so after taking the ``flock``
+        the path must still name the very file locked: a run that opened the old
+        lock file just before its holder removed it would otherwise hold a lock
+        nobody else sees.  When it does not, the lock is taken again.
+        """
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise StoreError(f"{self.path} is being written by another convfeat run"
-                             f"{f' (pid {holder})' if holder else ''}; wait for it to finish "
-                             f"or {self.advice}") from None
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return self
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(describe_os_error(exc, self.path, "write")) from None
+        for _ in range(1000):
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            except OSError as exc:
+                raise StoreError(describe_os_error(exc, self.path, "write")) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                os.close(fd)
+                raise StoreError(f"{self.path} is being written by another convfeat run"
+                                 f"{f' (pid {holder})' if holder else ''}; wait for it to finish "
+                                 f"or {self.advice}") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                locked = os.fstat(fd)
+                named = os.stat(self.lock_path)
+                same = (locked.st_dev, locked.st_ino) == (named.st_dev, named.st_ino)
+            except FileNotFoundError:
+                same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if not same:          # its holder removed it meanwhile: lock the file the path names now
+                os.close(fd)
+                continue
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+            return self
+        raise StoreError(f"could not lock {self.path}: its lock file {self.lock_path} keeps being replaced")
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
 
     def release(self) -> None:
-        """Let the lock go (a no-op when it is not held)."""
-        if self._fd is not None:
+        """Remove the lock file and let the lock go (a no-op when it is not held).
+
+        The file is unlinked while the ``flock`` is still held, so no other run can
+        hold it then; one that opened it before is sent to the new file by the
+        check in :meth:`acquire`.
+        """
+        if self._fd is None:
+            return
+        try:
+            try:
+                named = os.stat(self.lock_path)
+                locked = os.fstat(self._fd)
+                if (named.st_dev, named.st_ino) == (locked.st_dev, locked.st_ino):   # never another's
+                    os.unlink(self.lock_path)
+            except OSError:
+                pass          # gone already, or the folder turned read-only: the flock still goes
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
             os.close(self._fd)
             self._fd = None
 
@@ -90,6 +158,70 @@ class WriteLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def check_target(path: str | Path) -> bool:
+    """The one check of every writer of a feature file: may ``path`` be written?
+
+    Returns False when nothing is there (a new file) and True when ``path`` is
+    a convfeat feature file this version can read and rewrite.  Raises
+    :class:`StoreError` (one line: what the file is, what to do) when ``path``
+    is a folder, not readable, not a convfeat feature file (not HDF5, or HDF5
+    without the layout: the message says what is missing), or a feature file of
+    a newer format version than this convfeat's.  Such a file is never touched.
+    """
+    path = Path(path)
+    if not os.path.lexists(path):
+        return False
+    advice = "write to another path, or delete it first if it is yours to replace"
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a feature file; give a file path such as {path / 'features.h5'}")
+    try:
+        h = h5py.File(path, "r")
+    except OSError as exc:
+        if isinstance(exc, (PermissionError, IsADirectoryError, FileNotFoundError)):
+            raise StoreError(describe_os_error(exc, path, "read")) from None
+        raise StoreError(f"{path} exists and is not a convfeat feature file ({hdf5_problem(exc)}); "
+                         f"refusing to overwrite it: {advice}") from None
+    with h:
+        problem = header_problem(h)
+        if problem:
+            raise StoreError(f"{path} exists and is an HDF5 file but not a convfeat feature file ({problem}); "
+                             f"refusing to overwrite it: {advice}")
+        version = format_version(h)
+    if version > FORMAT_VERSION:
+        raise StoreError(newer_version_message(path, version, "writes")
+                         + ", or write to another file (refusing to rewrite it: it would be downgraded "
+                           "and lose what this version does not know)")
+    return True
+
+
+def _int_range(dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+def _fit(column: str, value):
+    """``value`` converted for numeric item ``column``; raises ValueError (the message
+    names the value and the column) when the column cannot hold it."""
+    dtype = np.dtype(_NUMERIC[column])
+    if dtype.kind == "f":
+        try:
+            if isinstance(value, (str, bytes)):
+                raise TypeError
+            return float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{column} {value!r} does not fit the file's {column} column (a number)") from None
+    lo, hi = _int_range(dtype)
+    number = None
+    if isinstance(value, (bool, np.bool_, int, np.integer)):
+        number = int(value)
+    elif isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        number = int(value)
+    if number is None or not lo <= number <= hi:
+        raise ValueError(f"{column} {value!r} does not fit the file's {column} column "
+                         f"({dtype.name}: whole numbers {lo} to {hi})")
+    return number
 
 
 class FeatureFile:
@@ -113,9 +245,12 @@ class FeatureFile:
 
     # -- lifecycle ------------------------------------------------------------
     def __enter__(self) -> "FeatureFile":
+        """Take the write lock, remove temporaries a killed run left, and load the
+        file (refused by :func:`check_target` unless it is absent or ours)."""
         self._lock.acquire()
         try:
-            if self.path.exists():
+            remove_stale_temporaries(self.path)
+            if check_target(self.path):
                 self._load()
             else:
                 self.dirty = True
@@ -126,14 +261,18 @@ class FeatureFile:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._lock.release()
+        """Remove temporaries left beside the file and let the lock go (removing its file)."""
+        try:
+            remove_stale_temporaries(self.path)
+        finally:
+            self._lock.release()
 
     def _load(self) -> None:
         """Read the existing file into memory (refusing one that is not a readable feature file)."""
         try:
             state = read_state(self.path)
         except OSError as exc:
-            raise StoreError(f"{self.path} exists but is not a readable HDF5 file ({exc}); "
+            raise StoreError(f"{self.path} exists but is not a readable HDF5 file ({one_line(exc)}); "
                              "refusing to overwrite it") from None
         self.attrs, self.items, self.sets = state
 
@@ -144,9 +283,10 @@ class FeatureFile:
         known = self.items.index()
         fresh, seen = [], set()
         for r in rows:
-            if r["id"] not in known and r["id"] not in seen:
+            key = storable_text(r["id"])
+            if key not in known and key not in seen:
                 fresh.append(r)
-                seen.add(r["id"])
+                seen.add(key)
         self.items.append(fresh)
         self.dirty |= bool(fresh)
         for fs in self.sets.values():
@@ -172,36 +312,133 @@ class FeatureFile:
         return fs
 
     # -- writing --------------------------------------------------------------
-    def record(self, updates: list[dict]) -> None:
+    def record(self, updates: list[dict]) -> list[tuple[str, str]]:
         """Record finished items, then journal them (durable before returning).
 
         Each update: ``{"id", "status", "reason", "duration", "source_sr",
         "channels", "windows", "features": {set: {dataset: (width,) array}}}``.
+
+        Every value is checked against its column before the item's row is
+        touched: an item with a value the file cannot hold (a ``source_sr`` past
+        int32, a feature vector of the wrong width, an unknown status, …) is
+        recorded as ``failed``, without features, with a reason naming the value
+        and the column; the other items are recorded as given.
+
+        Returns
+        -------
+        list of (id, reason)
+            The items recorded as failed for that reason (empty when all fit).
         """
-        self._apply(updates)
+        checked = [self._checked(u) for u in updates]
+        self._apply(checked)
         self.dirty = True
-        self.journal_dir.mkdir(exist_ok=True)
-        self._journal_seq += 1
-        payload = {"updates": json.dumps([{k: v for k, v in u.items() if k != "features"} for u in updates],
+        payload = {"updates": json.dumps([{k: v for k, v in u.items() if k != "features" and not k.startswith("_")}
+                                          for u in checked],
                                          default=json_default),
                    "configs": canonical_json({name: fs.config for name, fs in self.sets.items()})}
-        for j, u in enumerate(updates):
+        for j, u in enumerate(checked):
             for set_name, arrays in u.get("features", {}).items():
                 for ds, vec in arrays.items():
                     payload[f"f{j}|{set_name}|{ds}"] = np.asarray(vec, np.float32)
-        final = self.journal_dir / f"{time.time_ns():020d}-{os.getpid()}-{self._journal_seq:08d}.npz"
-        with atomic_path(final, fsync=True) as tmp:   # a whole entry or none (replay skips *.tmp)
-            with open(tmp, "wb") as f:
-                np.savez(f, **payload)
+        final = self.journal_dir / f"{time.time_ns():020d}-{os.getpid()}-{self._journal_seq + 1:08d}.npz"
+        try:
+            self.journal_dir.mkdir(exist_ok=True)
+            with atomic_path(final, fsync=True) as tmp:   # a whole entry or none (replay skips *.tmp)
+                with open(tmp, "wb") as f:
+                    np.savez(f, **payload)
+        except OSError as exc:
+            raise StoreError(f"{describe_os_error(exc, self.journal_dir, 'write')}; the items finished since "
+                             f"the last checkpoint were not saved") from None
+        self._journal_seq += 1
+        return [(u["id"], u["reason"]) for u in checked if u.get("_refused")]
+
+    def _checked(self, u: dict) -> dict:
+        """``u`` with its values converted for their columns, or, when one does not fit,
+        ``u`` as a failure (no features) whose reason names the value and the column.
+
+        Features of sets not declared yet pass unchecked (they are checked when
+        :meth:`_apply` meets them again after :meth:`ensure_set`); those of a set
+        journaled with another configuration are dropped.
+        """
+        out = {"id": storable_text(u["id"])}
+        problems = []
+        for key in ("status", "reason", "duration", "source_sr", "channels", "windows"):
+            if key not in u:
+                continue
+            value = u[key]
+            if key == "status":
+                if value not in STATUSES:
+                    problems.append(f"status {value!r} is not one of {', '.join(STATUSES)}")
+                    value = "failed"
+            elif key == "reason":
+                value = storable_text("" if value is None else value)
+            else:
+                try:
+                    value = _fit(key, value)
+                except ValueError as exc:
+                    problems.append(str(exc))
+                    value = np.nan if key == "duration" else 0
+            out[key] = value
+        features = {}
+        for set_name, arrays in (u.get("features") or {}).items():
+            fs = self.sets.get(set_name)
+            if fs is None:
+                features[set_name] = arrays
+                continue
+            if "configs" in u and canonical_json(u["configs"].get(set_name, {})) != canonical_json(fs.config):
+                continue  # journaled by a run with another configuration of this set
+            converted = {}
+            for ds, vec in arrays.items():
+                if ds not in fs.datasets:
+                    problems.append(f"feature set {set_name!r} has no dataset {ds!r} "
+                                    f"(it holds {', '.join(fs.datasets)})")
+                    continue
+                width = fs.datasets[ds].shape[1]
+                try:
+                    raw = np.asarray(vec)
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        arr = raw.astype(np.float32) if raw.dtype.kind in "biuf" else None
+                except (TypeError, ValueError):
+                    arr = None
+                if arr is None:
+                    problems.append(f"{set_name}/{ds} is not numeric ({type(vec).__name__}); "
+                                    "the column holds float32")
+                elif arr.size != width:
+                    problems.append(f"{set_name}/{ds} has {arr.size} values; the column holds {width}")
+                elif raw.dtype.kind == "f" and np.any(np.isfinite(raw) & ~np.isfinite(arr)):
+                    problems.append(f"{set_name}/{ds} holds values too large for the float32 column")
+                else:
+                    converted[ds] = arr.reshape(width)
+            features[set_name] = converted
+        if features:
+            out["features"] = features
+        if "configs" in u:
+            out["configs"] = u["configs"]
+        if problems:
+            given = u.get("reason")
+            reason = "cannot store the item: " + "; ".join(problems)
+            if given:
+                reason += f" (it was reported {u.get('status')!r}: {storable_text(given)})"
+            out = {"id": out["id"], "status": "failed", "reason": reason,
+                   **{k: out[k] for k in ("duration", "source_sr", "channels", "windows") if k in out},
+                   "_refused": True}
+            if "configs" in u:
+                out["configs"] = u["configs"]
+        return out
 
     def _apply(self, updates: list[dict]) -> None:
-        """Write updates into the in-memory tables (items and sets not declared yet are skipped)."""
+        """Write updates into the in-memory tables (items and sets not declared yet are skipped).
+
+        Each update is checked first (:meth:`_checked`): a row is written whole or
+        as a failure, never half.
+        """
         index = self.items.index()
         cols = self.items.columns
         for u in updates:
-            i = index.get(u["id"])
+            i = index.get(storable_text(u["id"]))
             if i is None:
                 continue  # journal of an item no longer in this file
+            u = self._checked(u)
             for key in ("status", "reason", "duration", "source_sr", "channels", "windows"):
                 if key in u:
                     cols[key][i] = u[key]
@@ -209,8 +446,6 @@ class FeatureFile:
                 fs = self.sets.get(set_name)
                 if fs is None:
                     continue
-                if "configs" in u and canonical_json(u["configs"].get(set_name, {})) != canonical_json(fs.config):
-                    continue  # journaled by a run with another configuration of this set
                 for ds, vec in arrays.items():
                     fs.datasets[ds][i] = vec
                 fs.done[i] = True
@@ -246,8 +481,15 @@ class FeatureFile:
         self.attrs["updated"] = timestamp()
         self.attrs.setdefault("created", self.attrs["updated"])
         # the folder is fsynced too: the rename must be durable before the journal it replaces is deleted
-        with atomic_path(self.path, fsync=True, fsync_dir=True) as tmp:
-            write_state(tmp, self.attrs, self.items, self.sets)
+        try:
+            with atomic_path(self.path, fsync=True, fsync_dir=True) as tmp:
+                write_state(tmp, self.attrs, self.items, self.sets)
+        except OSError as exc:
+            kept = (f"; the items finished since are kept in {self.journal_dir.name} and the next run folds "
+                    "them in" if self.journal_dir.is_dir() else "")
+            was = "left as it was" if self.path.exists() else "not written"
+            raise StoreError(f"{describe_os_error(exc, self.path, 'write')}; {self.path.name} was {was}{kept}") \
+                from None
         if self.journal_dir.is_dir():
             for entry in self.journal_dir.iterdir():
                 entry.unlink()

@@ -38,7 +38,7 @@ import h5py
 import numpy as np
 
 from ..errors import ConvfeatError
-from ..fileio import canonical_json, json_default, to_plain
+from ..fileio import canonical_json, json_default, one_line, to_plain
 
 FORMAT = "convfeat-features"
 FORMAT_VERSION = 1
@@ -48,7 +48,68 @@ _NUMERIC = {"duration": np.float64, "source_sr": np.int32, "channels": np.int16,
 
 
 class StoreError(ConvfeatError, RuntimeError):
-    """A feature file cannot be used as asked (locked, other config, not ours)."""
+    """A feature file cannot be used as asked (locked, other config, not ours, not writable)."""
+
+
+# -- recognising a feature file ---------------------------------------------------
+def header_problem(h) -> str | None:
+    """What keeps the open HDF5 file ``h`` from being a convfeat feature file, said
+    plainly (``"its 'format' attribute is missing"``, ``"it has no 'items'
+    group"``, ``"its items lack the column(s) 'status'"``), or None when it is one.
+    The format version is checked separately (:func:`format_version`)."""
+    fmt = to_plain(h.attrs.get("format"))
+    if fmt is None:
+        return "its 'format' attribute is missing"
+    if fmt != FORMAT:
+        return f"its 'format' attribute is {fmt!r}, expected {FORMAT!r}"
+    missing = [g for g in ("items", "features") if not isinstance(h.get(g), h5py.Group)]
+    if missing:
+        return f"it has no {' and no '.join(repr(g) for g in missing)} group"
+    lacking = [c for c in ITEM_COLUMNS if not isinstance(h["items"].get(c), h5py.Dataset)]
+    if lacking:
+        return f"its items lack the column(s) {', '.join(map(repr, lacking))}"
+    return None
+
+
+def hdf5_problem(exc: OSError) -> str:
+    """Why h5py could not open a file, in words: not HDF5 at all, or a damaged HDF5 file."""
+    text = one_line(exc)
+    if "signature not found" in text:
+        return "not an HDF5 file"
+    return f"not a readable HDF5 file: {text}; truncated or damaged?"
+
+
+def format_version(h) -> int:
+    """The ``format_version`` attribute of the open file ``h`` (0 when absent)."""
+    raw = to_plain(h.attrs.get("format_version", 0))
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise StoreError(f"{h.filename}: its 'format_version' attribute is {raw!r}, not a number") from None
+
+
+def newer_version_message(path, version: int, doing: str) -> str:
+    """The one message for a file of a format newer than this convfeat's."""
+    return (f"{path} uses feature-file format version {version}, newer than this convfeat "
+            f"{doing} ({FORMAT_VERSION}); upgrade convfeat")
+
+
+# -- text the file can hold ------------------------------------------------------
+def storable_text(value) -> str:
+    """``value`` as text HDF5 can store (UTF-8).  A name decoded from non-UTF-8 bytes
+    (Python's surrogate escapes, e.g. a Latin-1 file name) becomes its bytes with
+    the undecodable ones written ``\\xe9``; any other unencodable character its
+    ``\\uXXXX`` escape.  The same input always gives the same text."""
+    text = str(value)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass
@@ -90,15 +151,16 @@ class Items:
         return len(self.columns["id"])
 
     def index(self) -> dict:
-        """Item id -> row."""
-        return {k: i for i, k in enumerate(self.columns["id"].tolist())}
+        """Item id -> row.  An id that was stored as :func:`storable_text` is found by
+        its original text too (``index[original]``; ``.get`` takes the stored one)."""
+        return _Index((k, i) for i, k in enumerate(self.columns["id"].tolist()))
 
     def append(self, rows: list[dict]) -> None:
         """Add new items (``{"id", "path", "meta": {...}}``) as pending."""
         if not rows:
             return
         n_old = len(self)
-        new = {"id": [r["id"] for r in rows], "path": [r["path"] for r in rows],
+        new = {"id": [storable_text(r["id"]) for r in rows], "path": [storable_text(r["path"]) for r in rows],
                "duration": [np.nan] * len(rows), "source_sr": [0] * len(rows),
                "channels": [0] * len(rows), "windows": [0] * len(rows),
                "status": ["pending"] * len(rows), "reason": [""] * len(rows)}
@@ -107,8 +169,18 @@ class Items:
         keys = set(self.meta) | {k for r in rows for k in r.get("meta", {})}
         for k in keys:
             old = self.meta.get(k, np.array([""] * n_old, dtype=object))
-            self.meta[k] = np.concatenate([old, np.array([str(r.get("meta", {}).get(k, "")) for r in rows],
-                                                         dtype=object)])
+            self.meta[k] = np.concatenate([old, np.array([storable_text(r.get("meta", {}).get(k, ""))
+                                                          for r in rows], dtype=object)])
+
+
+class _Index(dict):
+    """Item id -> row, that also finds an id by the text it had before :func:`storable_text`."""
+
+    def __missing__(self, key):
+        stored = storable_text(key) if isinstance(key, str) else key
+        if stored is not key and stored in self:
+            return self[stored]
+        raise KeyError(key)
 
 
 # -- (de)serialisation ----------------------------------------------------------
@@ -131,6 +203,7 @@ def write_state(path, attrs: dict, items: Items, sets: dict[str, FeatureSet]) ->
         h.attrs["format_version"] = FORMAT_VERSION
         h.attrs["convfeat_version"] = __version__
         for k, v in attrs.items():
+            v = storable_text(v) if isinstance(v, str) else v
             h.attrs[k] = v if isinstance(v, (str, int, float)) else json.dumps(v, default=json_default)
         g = h.create_group("items")
         for c in ITEM_COLUMNS:
@@ -160,11 +233,17 @@ def write_state(path, attrs: dict, items: Items, sets: dict[str, FeatureSet]) ->
 def read_state(path) -> tuple[dict, Items, dict[str, FeatureSet]]:
     """Read a whole feature file: (file attributes less format/versions, items, sets).
 
-    Raises :class:`StoreError` when ``path`` is HDF5 but not a convfeat feature file.
+    Raises :class:`StoreError` when ``path`` is HDF5 but not a convfeat feature file
+    (saying what is missing) or one of a newer format version than this convfeat's
+    (reading it whole to write it again would downgrade it).
     """
     with h5py.File(path, "r") as h:
-        if h.attrs.get("format") != FORMAT:
-            raise StoreError(f"{path} is not a convfeat feature file")
+        problem = header_problem(h)
+        if problem:
+            raise StoreError(f"{path} is an HDF5 file but not a convfeat feature file ({problem})")
+        version = format_version(h)
+        if version > FORMAT_VERSION:
+            raise StoreError(newer_version_message(path, version, "writes"))
         attrs = {k: to_plain(v) for k, v in h.attrs.items()
                  if k not in ("format", "format_version", "convfeat_version")}
         g = h["items"]
@@ -179,7 +258,8 @@ def read_state(path) -> tuple[dict, Items, dict[str, FeatureSet]]:
             if isinstance(obj, h5py.Dataset):
                 meta[name] = np.array([x.decode() if isinstance(x, bytes) else x for x in obj[()]], dtype=object)
 
-        g["meta"].visititems(_visit)
+        if "meta" in g:
+            g["meta"].visititems(_visit)
         sets = {}
         for name, sg in h["features"].items():
             datasets = {k: sg[k][()].astype(np.float32) for k in sg if isinstance(sg[k], h5py.Dataset)

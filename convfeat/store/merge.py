@@ -7,9 +7,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..fileio import atomic_path, canonical_json
-from .file import (ITEM_COLUMNS, FeatureSet, Items, StoreError, WriteLock, pending_batches, read_state, timestamp,
-                   write_state)
+from ..fileio import atomic_path, canonical_json, describe_os_error, one_line, remove_stale_temporaries
+from .file import (ITEM_COLUMNS, FeatureSet, Items, StoreError, WriteLock, check_target, pending_batches, read_state,
+                   timestamp, write_state)
 
 __all__ = ["merge"]
 
@@ -51,8 +51,10 @@ def merge(out, shards: Sequence, *, attrs: dict | None = None, allow_pending_jou
     ----------
     out : str or Path
         The merged file, written to a temporary file in its directory and
-        renamed into place (holding ``<out>.lock`` meanwhile).  It may exist,
-        but must not be one of the shards.
+        renamed into place (holding ``<out>.lock`` meanwhile).  It must not
+        exist: merge writes a new file and never replaces one (not a file of
+        another kind, not a feature file, whose sets and items it would drop,
+        not an earlier merge; delete that first to redo it).
     shards : sequence of str or Path
         The shard files (at least one, each named once).
     attrs : dict, optional
@@ -82,8 +84,11 @@ def merge(out, shards: Sequence, *, attrs: dict | None = None, allow_pending_jou
         config keys) or other datasets; calibration groups that differ; an
         item id in several shards with different data (a row that is still
         ``pending`` with no feature done yields to the others, identical rows
-        are kept once); a shard with pending journal batches; ``out`` is a
-        shard, is being written, or has a journal of its own.
+        are kept once); a shard with pending journal batches or of a newer
+        format version; ``out`` is a shard, exists already (the message says
+        what it is: not a feature file, a newer one, or a feature file), is
+        being written, has a journal of its own, or cannot be written (its
+        folder not writable, disk full: one line; nothing is left behind).
     """
     out = Path(out)
     paths = [Path(s) for s in shards]
@@ -97,6 +102,7 @@ def merge(out, shards: Sequence, *, attrs: dict | None = None, allow_pending_jou
             raise StoreError(f"no such shard file: {p}")
         if out.resolve() == p.resolve() or (out.exists() and os.path.samefile(out, p)):
             raise StoreError(f"the merge output {out} is one of the shards; write to another file")
+    _refuse_existing(out)
     if pending_batches(out):
         raise StoreError(f"{out} has a journal ({out}.journal) of batches from another run; "
                          "remove it or merge into another file")
@@ -112,7 +118,7 @@ def merge(out, shards: Sequence, *, attrs: dict | None = None, allow_pending_jou
         try:
             a, it, st = read_state(p)
         except OSError as exc:
-            raise StoreError(f"{p} is not a readable HDF5 file ({exc})") from None
+            raise StoreError(f"shard {p} is not a readable HDF5 file ({one_line(exc)})") from None
         all_attrs.append(a)
         items.append(it)
         sets.append(st)
@@ -204,9 +210,26 @@ def merge(out, shards: Sequence, *, attrs: dict | None = None, allow_pending_jou
     file_attrs.update(attrs or {})
 
     with WriteLock(out, advice="merge into another file"):
-        with atomic_path(out, fsync=True, fsync_dir=True) as tmp:   # as FeatureFile.checkpoint writes
-            write_state(tmp, file_attrs, Items(columns, meta), merged_sets)
+        try:
+            remove_stale_temporaries(out)
+            _refuse_existing(out)                 # again, now that no other writer can create it
+            with atomic_path(out, fsync=True, fsync_dir=True) as tmp:   # as FeatureFile.checkpoint writes
+                write_state(tmp, file_attrs, Items(columns, meta), merged_sets)
+        except OSError as exc:
+            raise StoreError(f"{describe_os_error(exc, out, 'write')}; {out.name} was not written") from None
+        finally:
+            remove_stale_temporaries(out)
     return out
+
+
+def _refuse_existing(out: Path) -> None:
+    """Merge writes a new file only: refuse any existing ``out`` (the one check of
+    :func:`~convfeat.store.file.check_target` says what a file of another kind or a
+    newer version is; a feature file of ours is refused as well)."""
+    if check_target(out):
+        raise StoreError(f"{out} already exists (a convfeat feature file); merge writes a new file and never "
+                         "replaces one: give another output path, or delete it first if it is an earlier "
+                         "merge you want to redo")
 
 
 def _remap_calibration(calibration: dict, items: list, merged_ids: np.ndarray) -> dict:
