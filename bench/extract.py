@@ -114,6 +114,7 @@ def main() -> None:
     import torch
 
     from convfeat import api
+    from convfeat.constants import WINDOW_SECONDS
     from convfeat.extraction import extract, parse_set
     from convfeat.models import load_model
 
@@ -123,7 +124,7 @@ def main() -> None:
         tmp = Path(tmp)
         (tmp / "songs").mkdir()
         paths = make_collection(tmp / "songs", args.files, args.seconds)
-        audio_s = args.files * min(args.seconds, 29.0)  # what every method turns into features
+        audio_s = args.files * min(args.seconds, WINDOW_SECONDS)  # what every method turns into features
         rows = []
         t_naive = naive_loop(paths, model)
         rows.append(("naive loop (librosa.load + batch of 1)", t_naive))

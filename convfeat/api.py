@@ -8,9 +8,8 @@ import numpy as np
 import torch
 
 from . import audio
-from .constants import SAMPLE_RATE, WINDOW_SAMPLES
 from .layers import concat_layers
-from .models.calibration import calibration_indices
+from .models.calibration import Calibration, calibration_indices
 from .models.compact import CompactConvnet
 from .models.registry import load_model
 from .errors import InputError
@@ -33,19 +32,14 @@ def get_model(model: str | CompactConvnet = "choi2017", weights: str | Path | No
 
 
 def prepare(y: np.ndarray, sr: int, short: str = "repeat") -> np.ndarray:
-    """Any signal → the model's input window: mono, 12 kHz, first 29 s
-    (348,000 samples), shorter audio repeated (or zero-padded) to fill it."""
-    y = np.asarray(y)
-    if y.size == 0:
-        raise InputError("empty signal")
-    if not np.all(np.isfinite(y)):
-        raise InputError("signal contains NaN or infinite samples")
-    mono = audio.to_mono(y)
-    # Resample only what the window needs, plus one second so the resampling
-    # filter sees the same context as when the whole file is resampled.
-    keep = int(np.ceil(WINDOW_SAMPLES * sr / SAMPLE_RATE)) + int(sr)
-    mono = audio.resample(mono[:keep], int(sr), SAMPLE_RATE)
-    return audio.fit_window(mono, WINDOW_SAMPLES, short)
+    """Any signal → the model's input window ``(348000,)`` float32: mono, 12 kHz,
+    first 29 s, shorter audio repeated (or zero-padded with ``short="pad"``).
+
+    y: ``(samples,)`` or 2-D with channels on the shorter axis, at ``sr`` Hz.
+    The study's length policy through :func:`convfeat.audio.to_windows`, the
+    decode path extraction uses too.
+    """
+    return audio.to_windows(y, sr, audio.Policy(short=short))[0]
 
 
 def calibrated_model(signals, model: str = "choi2017", weights: str | Path | None = None,
@@ -56,13 +50,14 @@ def calibrated_model(signals, model: str = "choi2017", weights: str | Path | Non
 
     The statistics and the sample are recorded in ``model.provenance["calibration"]``
     so the same features can be recomputed later (``model.set_bn_statistics``).
+    The estimate is :meth:`Calibration.estimate <convfeat.models.calibration.Calibration.estimate>`,
+    as in a calibrated feature set of ``convfeat extract``.
     """
     signals = list(signals)
     idx = calibration_indices(len(signals), max_clips, seed)
-    net = load_model(model, weights=weights, bn_mode="instance", seed=seed)
+    net = load_model(model, weights=weights, bn_mode="calibrated", seed=seed)
     windows = np.stack([prepare(*signals[i], short=short) for i in idx])
-    net.calibrate(windows, batch_size=batch_size)
-    net.provenance["bn_mode"] = "calibrated"
+    Calibration.estimate(net, windows, idx.tolist(), max_clips, seed, batch_size=batch_size)
     net.provenance["calibration"] = {"n_clips": int(len(idx)), "max_clips": int(max_clips),
                                      "seed": int(seed), "indices": idx.tolist()}
     return net

@@ -63,6 +63,44 @@ def test_load_names_the_file_it_cannot_decode(tmp_path):
         audio.load(tmp_path / "missing.flac")
 
 
+def test_policy_records_its_window_and_checks_itself():
+    assert audio.Policy().to_dict() == {"short": "repeat", "long": "first", "hop_seconds": 29.0,
+                                        "window_samples": WINDOW_SAMPLES, "sample_rate": SR}
+    p = audio.Policy(long="mean", hop_seconds=1.5, window_seconds=4.0)
+    assert (p.window_samples, p.hop_samples, p.read_seconds) == (48000, 18000, None)
+    assert audio.Policy(window_seconds=4.0).read_seconds == 4.0
+    for bad, match in ((audio.Policy(short="loop"), "short must be"), (audio.Policy(long="all"), "long must be"),
+                       (audio.Policy(window_seconds=0.0), "window"), (audio.Policy(hop_seconds=0.0), "hop")):
+        with pytest.raises(ValueError, match=match):
+            bad.check()
+
+
+def test_to_windows_mixes_resamples_and_cuts_by_policy():
+    y = np.stack([chirp(200, 2000, 10.0, sr=22050), noise(10.0, sr=22050, seed=7)])  # (channels, samples)
+    mono12 = audio.resample(audio.to_mono(y), 22050, SR)
+    first = audio.to_windows(y, 22050, audio.Policy(window_seconds=4.0))
+    assert first.shape == (1, 48000) and first.dtype == np.float32
+    np.testing.assert_array_equal(first[0], mono12[:48000])  # only 4 s + 1 s were resampled: same bits
+    mean = audio.to_windows(y, 22050, audio.Policy(long="mean", hop_seconds=3.0, window_seconds=4.0))
+    np.testing.assert_array_equal(mean, np.stack([mono12[k:k + 48000] for k in (0, 36000, 72000)]))
+    np.testing.assert_array_equal(audio.to_windows(y, 22050)[0], api.prepare(y, 22050))
+    with pytest.raises(ValueError, match="NaN"):
+        audio.to_windows(np.array([0.0, np.inf]), SR)
+
+
+def test_read_windows_equals_to_windows_of_the_loaded_file(tmp_path):
+    path = tmp_path / "x.flac"
+    sf.write(path, np.stack([chirp(100, 3000, 12.0, sr=44100), tone(440, 12.0, sr=44100)], axis=1), 44100)
+    y, sr = audio.load(path)
+    for policy in (audio.Policy(), audio.Policy(window_seconds=4.0),
+                   audio.Policy(long="mean", hop_seconds=2.5, window_seconds=4.0)):
+        got, info = audio.read_windows(path, policy)
+        np.testing.assert_array_equal(got, audio.to_windows(y, sr, policy))
+        assert info["source_sr"] == 44100 and info["channels"] == 2 and info["duration"] == pytest.approx(12.0)
+    segment, info = audio.read_signal(path, audio.Policy(window_seconds=4.0), offset=2.0, duration=3.0)
+    assert info["duration"] == pytest.approx(3.0) and segment.size == 36000
+
+
 # -- layer selection ------------------------------------------------------------
 def test_parse_layers():
     assert parse_layers("12345") == [f"layer{i}" for i in range(1, 6)]
@@ -162,6 +200,26 @@ def test_calibrated_model_is_batch_invariant_and_recorded():
     alone = api._forward(net, windows[:1])["layer5"][0]
     batched = api._forward(net, windows)["layer5"][0]
     np.testing.assert_allclose(alone, batched, atol=1e-5)
+
+
+def test_calibration_round_trips_through_stored_arrays():
+    from convfeat.models.calibration import Calibration
+
+    windows = np.stack([api.prepare(tone(f, 2.0), SR) for f in (220, 440, 880)])
+    net = load_model("random", bn_mode="calibrated")
+    cal = Calibration.estimate(net, windows, ["a.wav", "b.wav", "c.wav"], max_clips=4, seed=0)
+    assert net.bn_mode == "calibrated" and cal.n_clips == 3
+    assert cal.record == {"max_clips": 4, "seed": 0, "n_clips": 3,
+                          "stats_sha256": Calibration.digest(net.bn_statistics())}
+    arrays = cal.to_arrays()
+    assert arrays["ids"].tolist() == [b"a.wav", b"b.wav", b"c.wav"] and arrays["layer3_var"].shape == (32,)
+    back = Calibration.from_arrays({**arrays, "indices": np.array([0, 2])}, cal.record)
+    assert back.ids == cal.ids and back.record == cal.record and set(back.to_arrays()) == set(arrays) | {"indices"}
+    fresh = load_model("random", bn_mode="calibrated")
+    back.apply(fresh)
+    np.testing.assert_array_equal(api._forward(fresh, windows[:1])["layer5"], api._forward(net, windows[:1])["layer5"])
+    with pytest.raises(ValueError, match="layer1_mean"):
+        Calibration.from_arrays({"ids": arrays["ids"]}, cal.record)
 
 
 # -- with the published weights ---------------------------------------------------

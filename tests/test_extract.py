@@ -1,4 +1,9 @@
-"""`convfeat extract`: round trip, determinism, faults, resume, crash safety, locking."""
+"""`convfeat extract`: round trip, determinism, faults, resume, crash safety, locking, window length.
+
+Tests where the study's 29-s window is not the point run the shipped ``convfeat-synth`` model
+(whose time pooling takes windows down to ~3.4 s) on 4-s windows (``SHORT``); those that check
+29-s behaviour or compare with :func:`convfeat.embed` keep the ``random`` model and 29-s windows.
+"""
 from __future__ import annotations
 
 import os
@@ -25,6 +30,8 @@ from conftest import chirp, clicks, noise, tone
 
 runner = CliRunner()
 LAYERS = [f"layer{i}" for i in range(1, 6)]
+SHORT_MODEL = "convfeat-synth"          # shipped; pooling 4·4·5·2·1 frames: windows of >= 3.4 s
+SHORT = Policy(window_seconds=4.0)      # 48,000 samples
 
 
 def _write(path: Path, y: np.ndarray, sr: int, fmt: str | None = None, subtype: str | None = None):
@@ -75,11 +82,13 @@ def test_round_trip_equals_embed(collection, tmp_path):
 
 def test_same_features_whatever_workers_batch_size_and_order(collection, tmp_path):
     files = sorted(str(p) for p in collection.rglob("*") if p.is_file())
-    a = extract(files, tmp_path / "a.h5", sets=[parse_set("random")], workers=0, batch_size=1, progress=True)
-    b = extract(files[::-1], tmp_path / "b.h5", sets=[parse_set("random")], workers=2, batch_size=16)
+    a = extract(files, tmp_path / "a.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT, workers=0, batch_size=1,
+                progress=True)
+    b = extract(files[::-1], tmp_path / "b.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT, workers=2,
+                batch_size=16)
     assert a.failed == b.failed == []
-    ids_a, fa, _, _ = _features(tmp_path / "a.h5")
-    ids_b, fb, _, _ = _features(tmp_path / "b.h5")
+    ids_a, fa, _, _ = _features(tmp_path / "a.h5", SHORT_MODEL)
+    ids_b, fb, _, _ = _features(tmp_path / "b.h5", SHORT_MODEL)
     assert ids_a == ids_b
     for k in LAYERS:
         np.testing.assert_allclose(fa[k], fb[k], atol=1e-5)
@@ -129,11 +138,12 @@ def test_strict_stops_at_first_failure_keeping_earlier_items(tmp_path):
     _write(src / "a.wav", tone(440, 1.0), 12000)
     (src / "b.wav").write_bytes(b"not audio")
     _write(src / "c.wav", tone(660, 1.0), 12000)
-    summary = extract([src], tmp_path / "f.h5", sets=[parse_set("random")], strict=True, batch_size=1)
+    summary = extract([src], tmp_path / "f.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT, strict=True,
+                      batch_size=1)
     assert [i for i, _ in summary.failed] == ["b.wav"]
     _, items, sets = read_state(tmp_path / "f.h5")
     assert list(items.columns["status"]) == ["ok", "failed", "pending"]
-    assert sets["random"].done.tolist() == [True, False, False]
+    assert sets[SHORT_MODEL].done.tolist() == [True, False, False]
 
 
 def test_rerun_skips_finished_and_refuses_other_config(collection, tmp_path):
@@ -168,9 +178,19 @@ def test_sigkill_mid_run_leaves_valid_file_and_rerun_completes(tmp_path):
     for i in range(24):
         _write(src / f"clip{i:02d}.wav", chirp(100 + 20 * i, 3000, 1.0 + (i % 3)), 12000)
     out = tmp_path / "f.h5"
-    cmd = [sys.executable, "-c", "from convfeat.cli import main; main()", "extract", str(src), "-o", str(out),
-           "-m", "random", "--batch-size", "1", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The killed run: `extract` on 4-s windows, each batch of one held back 0.2 s before it is
+    # recorded (as slow inference would), so that the kill lands mid-run.
+    code = ("import time\n"
+            "from convfeat.store.file import FeatureFile\n"
+            "record = FeatureFile.record\n"
+            "def slow_record(self, updates):\n"
+            "    time.sleep(0.2)\n"
+            "    record(self, updates)\n"
+            "FeatureFile.record = slow_record\n"
+            "from convfeat.extraction import Policy, extract, parse_set\n"
+            f"extract([{str(src)!r}], {str(out)!r}, sets=[parse_set({SHORT_MODEL!r})], "
+            f"policy=Policy(window_seconds={SHORT.window_seconds!r}), batch_size=1)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = Path(str(out) + ".journal")
     deadline = time.time() + 120
     while time.time() < deadline and not (journal.is_dir() and len(list(journal.glob("*.npz"))) >= 2):
@@ -184,13 +204,13 @@ def test_sigkill_mid_run_leaves_valid_file_and_rerun_completes(tmp_path):
             assert h["items/id"].shape[0] == 24
     n_journaled = len(list(journal.glob("*.npz")))
     assert n_journaled >= 1
-    resumed = extract([src], out, sets=[parse_set("random")], batch_size=4)
+    resumed = extract([src], out, sets=[parse_set(SHORT_MODEL)], policy=SHORT, batch_size=4)
     assert resumed.done_before >= 2 and resumed.processed == 24 - resumed.done_before
     assert not journal.exists()
-    fresh = extract([src], tmp_path / "fresh.h5", sets=[parse_set("random")], batch_size=4)
+    fresh = extract([src], tmp_path / "fresh.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT, batch_size=4)
     assert fresh.processed == 24
-    ids_a, fa, done_a, _ = _features(out)
-    ids_b, fb, _, _ = _features(tmp_path / "fresh.h5")
+    ids_a, fa, done_a, _ = _features(out, SHORT_MODEL)
+    ids_b, fb, _, _ = _features(tmp_path / "fresh.h5", SHORT_MODEL)
     assert ids_a == ids_b and done_a.all()
     for k in LAYERS:
         np.testing.assert_allclose(fa[k], fb[k], atol=1e-5)
@@ -221,7 +241,7 @@ def test_manifest_and_list_inputs_keep_metadata(tmp_path):
     _write(src / "x.wav", tone(440, 1.0), 12000)
     _write(src / "y.wav", tone(880, 1.0), 12000)
     (tmp_path / "m.csv").write_text("path,label,artist\ndata/x.wav,A,alice\ndata/y.wav,B,bob\n")
-    extract([tmp_path / "m.csv"], tmp_path / "f.h5", sets=[parse_set("random")])
+    extract([tmp_path / "m.csv"], tmp_path / "f.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT)
     _, items, _ = read_state(tmp_path / "f.h5")
     assert list(items.columns["id"]) == ["data/x.wav", "data/y.wav"]
     assert list(items.meta["label"]) == ["A", "B"] and list(items.meta["artist"]) == ["alice", "bob"]
@@ -238,7 +258,7 @@ def test_shards_partition_the_collection(collection, tmp_path):
     ids = [it["id"] for it in collect_items([collection])]
     parts = []
     for i in (1, 2, 3):
-        s = extract([collection], tmp_path / f"s{i}.h5", sets=[parse_set("random")], shard=f"{i}/3")
+        s = extract([collection], tmp_path / f"s{i}.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT, shard=f"{i}/3")
         parts.append(sorted(read_state(tmp_path / f"s{i}.h5")[1].columns["id"]))
         assert s.total == len(parts[-1])
         assert all(shard_of(x, 3) == i for x in parts[-1])
@@ -249,13 +269,13 @@ def test_shards_partition_the_collection(collection, tmp_path):
 
 def test_batches_never_exceed_batch_size(tmp_path, monkeypatch):
     """A long file's windows are spread over batches of at most --batch-size."""
-    import convfeat.extraction.pipeline as ex
-
-    y = np.concatenate([tone(200 + 50 * k, 29.0) for k in range(7)])
+    n = SHORT.window_samples
+    y = np.concatenate([tone(200 + 50 * k, SHORT.window_seconds) for k in range(7)])
     _write(tmp_path / "in" / "long.wav", y, 12000, subtype="FLOAT")
     _write(tmp_path / "in" / "short.wav", tone(440, 3.0), 12000)
     sizes = []
-    model_cls = convfeat.load_model("random").__class__
+    net = convfeat.load_model(SHORT_MODEL)
+    model_cls = net.__class__
     original = model_cls.forward
 
     def spy(self, batch):
@@ -263,13 +283,14 @@ def test_batches_never_exceed_batch_size(tmp_path, monkeypatch):
         return original(self, batch)
 
     monkeypatch.setattr(model_cls, "forward", spy)
-    extract([tmp_path / "in"], tmp_path / "f.h5", sets=[parse_set("random")], batch_size=3,
-            policy=Policy(long="mean"))
+    extract([tmp_path / "in"], tmp_path / "f.h5", sets=[parse_set(SHORT_MODEL)], batch_size=3,
+            policy=Policy(long="mean", hop_seconds=SHORT.window_seconds, window_seconds=SHORT.window_seconds))
     assert sum(sizes) == 8 and max(sizes) == 3
-    _, feats, _, items = _features(tmp_path / "f.h5")
+    _, feats, _, items = _features(tmp_path / "f.h5", SHORT_MODEL)
     assert list(items.columns["windows"]) == [7, 1]
-    expected = np.mean([convfeat.embed(y[k * 348000:(k + 1) * 348000], 12000, model="random")
-                        for k in range(7)], axis=0)
+    monkeypatch.undo()
+    out = api._forward(net, np.stack([y[k * n:(k + 1) * n] for k in range(7)]))
+    expected = np.concatenate([out[k] for k in LAYERS], axis=1).mean(axis=0)
     np.testing.assert_allclose(np.concatenate([feats[k][0] for k in LAYERS]), expected, atol=1e-5)
 
 
@@ -287,3 +308,52 @@ def test_manifest_segments_are_embedded_alone(tmp_path):
     for i, (a, b) in enumerate([(0, 4), (4, 10), (10, 15)]):
         expected = convfeat.embed(song[a * 12000:b * 12000], 12000, model="random")
         np.testing.assert_allclose(np.concatenate([feats[k][i] for k in LAYERS]), expected, atol=1e-5)
+
+
+# -- window length -------------------------------------------------------------------
+def test_short_windows_are_refused_where_the_pooling_cannot_take_them(tmp_path):
+    """The published pooling needs 1280 spectrogram frames (~27.3 s); convfeat-synth's
+    160 (~3.4 s); the MFCC baseline one 2048-sample frame.  Nothing is written."""
+    src = tmp_path / "in"
+    _write(src / "a.wav", tone(440, 1.0), 12000)
+    out = tmp_path / "f.h5"
+    for model, seconds, need in (("random", 27.2, "27.29 s"), ("random:bn_mode=calibrated", 10.0, "27.29 s"),
+                                 (SHORT_MODEL, 3.3, "3.39 s"), ("mfcc", 0.1, "0.17 s")):
+        with pytest.raises(ExtractError, match=f"cannot take {seconds:g}-s windows.*{need}") as err:
+            extract([src], out, sets=[parse_set(model)], policy=Policy(window_seconds=seconds))
+        assert isinstance(err.value, ValueError)  # an InputError
+    assert not out.exists()
+    with pytest.raises(ExtractError, match="window"):
+        extract([src], out, sets=[parse_set("mfcc")], policy=Policy(window_seconds=0.0))
+    # the shortest windows each model takes
+    for model, seconds in (("random", 27.3), (SHORT_MODEL, 3.4), ("mfcc", 0.2)):
+        s = extract([src], tmp_path / f"{model}.h5", sets=[parse_set(model)], policy=Policy(window_seconds=seconds),
+                    workers=0)
+        assert s.failed == [] and s.processed == 1
+
+
+def test_short_window_features_follow_the_decode_path(collection, tmp_path):
+    """Features of 4-s windows equal the model (and MFCC) of :func:`audio.to_windows`'s
+    windows of each decoded file, and the set records its window length."""
+    out = tmp_path / "f.h5"
+    policy = Policy(long="mean", hop_seconds=9.0, window_seconds=4.0)
+    summary = extract([collection], out, sets=[parse_set(SHORT_MODEL), parse_set("mfcc")], policy=policy,
+                      workers=0)
+    assert summary.failed == []
+    ids, feats, done, items = _features(out, SHORT_MODEL)
+    _, mf, _, _ = _features(out, "mfcc")
+    _, _, sets = read_state(out)
+    assert sets[SHORT_MODEL].config["length_policy"]["window_samples"] == 48000
+    assert sets["mfcc"].config["length_policy"] == policy.to_dict()
+    net = convfeat.load_model(SHORT_MODEL)
+    for i, item_id in enumerate(ids):
+        y, sr = audio.load(collection / item_id)
+        windows = audio.to_windows(y, sr, policy)
+        assert items.columns["windows"][i] == len(windows)
+        out_ = api._forward(net, np.array(windows))
+        expected = np.concatenate([out_[k] for k in LAYERS], axis=1).mean(axis=0)
+        np.testing.assert_allclose(np.concatenate([feats[k][i] for k in LAYERS]), expected, atol=1e-5,
+                                   err_msg=item_id)
+        np.testing.assert_allclose(mf["mfcc"][i], np.mean([mfcc_feature(w) for w in windows], axis=0),
+                                   rtol=1e-4, atol=1e-3)
+    assert set(items.columns["windows"].tolist()) > {1}  # the 31-s and 35-s files give several windows

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from typer.testing import CliRunner
 
 from convfeat.cli import app

@@ -1,14 +1,16 @@
 """Extraction: a collection of audio → one HDF5 feature file.
 
-``items``     inputs (folders, files, lists, manifests) → items with stable ids; shards
+``items``     inputs (folders, files, lists, manifests) → items with stable ids; shards;
+              :func:`read_manifest`, the one reader of item manifests
 ``sets``      feature sets: model + options → name, config and provenance
-``worker``    one item → model windows (+ MFCC) in a torch-free decode process
+``worker``    one item → model windows (:func:`convfeat.audio.read_signal` / ``to_windows``)
+              (+ MFCC) in a torch-free decode process
 ``pipeline``  batching, inference, journaling and checkpoints: :func:`extract`
 """
 from ..audio import Policy
-from .items import ExtractError, collect_items, parse_shard, shard_of
+from .items import ExtractError, collect_items, parse_shard, read_manifest, shard_of
 from .pipeline import Summary, extract
 from .sets import FEATURE_MODELS, SetSpec, parse_set
 
-__all__ = ["Policy", "ExtractError", "collect_items", "parse_shard", "shard_of", "Summary", "extract",
+__all__ = ["Policy", "ExtractError", "collect_items", "parse_shard", "read_manifest", "shard_of", "Summary", "extract",
            "FEATURE_MODELS", "SetSpec", "parse_set"]

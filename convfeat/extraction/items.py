@@ -8,7 +8,7 @@ from pathlib import Path
 from ..audio import AUDIO_EXTENSIONS
 from ..errors import InputError
 
-__all__ = ["ExtractError", "collect_items", "shard_of", "parse_shard"]
+__all__ = ["ExtractError", "collect_items", "read_manifest", "shard_of", "parse_shard"]
 
 
 class ExtractError(InputError):
@@ -32,7 +32,7 @@ def collect_items(inputs: list[str | Path]) -> list[dict]:
                     rel = f.relative_to(p).as_posix()
                     items.append({"id": rel, "path": rel, "source": str(f.resolve()), "meta": {}})
         elif p.suffix.lower() == ".csv" and p.is_file():
-            items += _read_manifest(p)
+            items += read_manifest(p)
         elif p.suffix.lower() in (".txt", ".lst", ".list") and p.is_file():
             for line in p.read_text().splitlines():
                 line = line.strip()
@@ -55,11 +55,25 @@ def collect_items(inputs: list[str | Path]) -> list[dict]:
     return [unique[k] for k in sorted(unique)]
 
 
-def _read_manifest(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise ExtractError(f"{path}: a manifest needs a 'path' column (found: {reader.fieldnames})")
+def read_manifest(path: str | Path, error: type[Exception] = ExtractError, require: tuple = ()) -> list[dict]:
+    """The items of a manifest CSV, in file order: ``{"id", "path", "source", "meta"}``.
+
+    The one reader of item manifests.  A manifest has a ``path`` column (relative
+    to the CSV's folder, or absolute); an optional ``id`` column (an empty or
+    missing id is the path); every other column is ``meta`` (text, as written).
+    ``source`` is the resolved absolute path.  A UTF-8 byte-order mark is
+    ignored; cells missing from a short row are empty.  Raises ``error``
+    (default :class:`ExtractError`) for a missing file, or a missing ``path``
+    column or column named in ``require`` (e.g. ``("tags",)``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: manifest not found")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, restval="")
+        for column in ("path",) + tuple(require):
+            if column not in (reader.fieldnames or ()):
+                raise error(f"{path}: a manifest needs a '{column}' column (found: {reader.fieldnames})")
         rows = []
         for row in reader:
             rel = row["path"]

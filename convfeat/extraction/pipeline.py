@@ -8,19 +8,18 @@ Features do not depend on worker count, batch size or file order (except in
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .. import audio
 from ..audio import Policy
 from ..constants import LAYER_NAMES, UNITS_PER_LAYER
+from ..models.calibration import Calibration, calibration_indices
 from ..store import FeatureFile
 from .items import ExtractError, collect_items, parse_shard, shard_of
-from .sets import SetSpec, set_config
+from .sets import SetSpec, check_policy, check_window, set_config
 from .worker import decode_item
 
 
@@ -61,26 +60,25 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     inputs: folders (recursive), audio files, ``.txt`` lists or manifest CSVs
         (``path`` column + metadata columns).
     sets: feature sets (default: choi2017); see :func:`parse_set`.
-    policy: length policy (``short`` repeat|pad, ``long`` first|mean, ``hop_seconds``).
+    policy: length policy (``short`` repeat|pad, ``long`` first|mean, ``hop_seconds``,
+        ``window_seconds``: 29 s unless told; a model whose pooling cannot take
+        the window is refused with an :class:`ExtractError` before anything is written).
     batch_size: windows per inference batch; workers: decoding processes.
     shard: ``"I/N"`` keeps the items whose stable id hash falls in shard I.
     strict: stop at the first failed item (everything finished so far is kept).
+    calibration_size, calibration_seed: the sample of ``bn_mode="calibrated"`` sets.
 
     Re-running the same call skips finished items; items that failed are tried
     again.  Returns a :class:`Summary`.
     """
     import torch
 
-    from ..models.calibration import calibration_indices
     from ..models import load_model
 
     t0 = time.perf_counter()
     sets = sets or [SetSpec("choi2017")]
     policy = policy or Policy()
-    if policy.short not in audio.SHORT_POLICIES or policy.long not in audio.LONG_POLICIES:
-        raise ExtractError(f"bad length policy {policy}")
-    if policy.hop_seconds <= 0:
-        raise ExtractError("--hop must be positive")
+    check_policy(policy)
     if batch_size < 1 or workers < 0:
         raise ExtractError("--batch-size must be >= 1 and --workers >= 0")
     names = [s.resolved_name() for s in sets]
@@ -96,10 +94,9 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     models = {}
     for spec, name in zip(sets, names):
         if spec.model != "mfcc":
-            bn = spec.bn_mode
-            models[name] = load_model(spec.model, weights=spec.weights,
-                                      bn_mode="instance" if bn == "calibrated" else bn, seed=spec.seed,
+            models[name] = load_model(spec.model, weights=spec.weights, bn_mode=spec.bn_mode, seed=spec.seed,
                                       device=device)
+        check_window(name, models.get(name), policy)
 
     out = Path(out)
     with FeatureFile(out) as ff:
@@ -107,19 +104,17 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
         feature_sets = {}
         for spec, name in zip(sets, names):
             model = models.get(name)
-            if spec.bn_mode == "calibrated":
-                _calibrate(ff, name, spec, model, all_items, policy, calibration_size, calibration_seed,
-                           calibration_indices, log)
-            config, provenance, widths = set_config(spec, model, policy)
-            if spec.bn_mode == "calibrated":
-                config["calibration"] = ff._calibration_record
+            calibration = None
+            if model is not None and model.bn_mode == "calibrated":
+                calibration = _calibration(ff.sets.get(name), name, model, all_items, policy, calibration_size,
+                                           calibration_seed, log)
+            config, provenance, widths = set_config(spec, model, policy, calibration)
             fs = ff.ensure_set(name, widths, config, provenance)
-            if spec.bn_mode == "calibrated":
-                fs.calibration = ff._calibration_arrays
+            if calibration is not None and not fs.calibration:
+                fs.calibration = calibration.to_arrays()
             feature_sets[name] = fs
         ff.attrs.update(command=command, shard=shard or "")
         index = ff.items.index()
-        my_ids = [it["id"] for it in items]
         status = ff.items.columns["status"]
         todo = [it for it in items
                 if not (status[index[it["id"]]] == "ok" and all(fs.done[index[it["id"]]] for fs in feature_sets.values()))]
@@ -142,29 +137,23 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
             bar.close()
             if ff.dirty:  # a run with nothing to do leaves the file byte-for-byte as it was
                 ff.checkpoint()
-        del my_ids
     failed = [(u["id"], u["reason"]) for u in runner.all_failed]
     return Summary(out, len(items), done_before, runner.n_processed, failed, time.perf_counter() - t0,
                    runner.audio_seconds, names)
 
 
-def _calibrate(ff, name, spec, model, all_items, policy, size, seed, calibration_indices, log) -> None:
-    """Estimate (or reuse from the file) the frozen BN statistics of a calibrated set."""
-    from ..models import LAYER_NAMES as NAMES
-
-    existing = ff.sets.get(name)
+def _calibration(existing, name: str, model, all_items: list, policy: Policy, size: int, seed: int,
+                 log) -> Calibration:
+    """The frozen BN statistics of calibrated set ``name``, applied to ``model``: restored
+    from the file's set ``existing`` when it has them, else estimated on a seeded sample
+    of up to ``size`` items drawn from the whole collection (so every shard agrees), each
+    contributing its first window."""
     if existing is not None and existing.calibration:
-        stats = {n: {"mean": existing.calibration[f"{n}_mean"], "var": existing.calibration[f"{n}_var"]}
-                 for n in NAMES}
-        model.set_bn_statistics(stats)
-        model.bn_mode = "calibrated"
-        ff._calibration_record = existing.config["calibration"]
-        ff._calibration_arrays = existing.calibration
-        return
-    # The sample is drawn from the whole collection (not this shard) so every shard agrees.
-    idx = calibration_indices(len(all_items), size, seed)
+        calibration = Calibration.from_arrays(existing.calibration, existing.config["calibration"])
+        calibration.apply(model)
+        return calibration
     windows, used = [], []
-    for i in idx:
+    for i in calibration_indices(len(all_items), size, seed):
         dec = decode_item((all_items[i], policy, False))
         if dec["status"] == "ok":
             windows.append(dec["x"][0])
@@ -172,12 +161,7 @@ def _calibrate(ff, name, spec, model, all_items, policy, size, seed, calibration
     if not windows:
         raise ExtractError("no decodable item in the calibration sample")
     log(f"calibrating {name} on {len(windows)} clips (seed {seed})")
-    stats = model.calibrate(np.stack(windows))
-    digest = hashlib.sha256(b"".join(np.ascontiguousarray(stats[n][k]).tobytes()
-                                     for n in NAMES for k in ("mean", "var"))).hexdigest()
-    ff._calibration_record = {"max_clips": size, "seed": seed, "n_clips": len(windows), "stats_sha256": digest}
-    ff._calibration_arrays = {f"{n}_{k}": stats[n][k] for n in NAMES for k in ("mean", "var")}
-    ff._calibration_arrays["ids"] = np.array(used, dtype=object).astype("S")
+    return Calibration.estimate(model, np.stack(windows), used, size, seed)
 
 
 class _Runner:

@@ -1,4 +1,5 @@
-"""Feature sets: which model, with which options, under which name, recorded how."""
+"""Feature sets: which model, with which options, under which name, recorded how;
+and whether a model can take the windows of a length policy."""
 from __future__ import annotations
 
 import sys
@@ -11,9 +12,11 @@ import numpy as np
 from ..audio import Policy
 from ..constants import (AMIN, DYNAMIC_RANGE_DB, FMAX, FMIN, HOP, LAYER_NAMES, MFCC_WIDTH, N_FFT, N_MELS,
                          SAMPLE_RATE, UNITS_PER_LAYER)
+from ..errors import InputError
 from .items import ExtractError
 
-__all__ = ["FEATURE_MODELS", "FRONTEND", "SetSpec", "parse_set", "set_config"]
+__all__ = ["FEATURE_MODELS", "FRONTEND", "SetSpec", "parse_set", "set_config", "check_policy",
+           "min_window_samples", "check_window"]
 
 FEATURE_MODELS = ("choi2017", "choi2017-k2", "random", "mfcc")
 
@@ -70,8 +73,13 @@ FRONTEND = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "n_mels": N_
             "db_amin": AMIN, "db_range": DYNAMIC_RANGE_DB, "resampler": "soxr HQ"}
 
 
-def set_config(spec: SetSpec, model, policy: Policy) -> tuple[dict, dict, dict]:
-    """(config that must match to append, provenance, dataset widths) of a set."""
+def set_config(spec: SetSpec, model, policy: Policy, calibration=None) -> tuple[dict, dict, dict]:
+    """(config that must match to append, provenance, dataset widths) of a set.
+
+    ``calibration``: the :class:`~convfeat.models.calibration.Calibration` of a
+    calibrated set; its record is the config's ``calibration`` entry (not part
+    of the provenance, as in every file written so far).
+    """
     import librosa
     import torch
 
@@ -91,4 +99,52 @@ def set_config(spec: SetSpec, model, policy: Policy) -> tuple[dict, dict, dict]:
         widths = {name: UNITS_PER_LAYER for name in LAYER_NAMES}
     provenance = dict(config, versions=versions, weights=getattr(model, "provenance", {}).get("weights")
                       if model is not None else None, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    if calibration is not None:
+        config["calibration"] = calibration.record
     return config, provenance, widths
+
+
+# -- windows a model can take ------------------------------------------------------
+MFCC_MIN_WINDOW = 2048  # samples: one frame of the MFCC baseline (librosa's n_fft, SPEC §3)
+
+
+def check_policy(policy: Policy) -> None:
+    """Raise :class:`ExtractError` for a length policy the extraction cannot use."""
+    from ..audio import LONG_POLICIES, SHORT_POLICIES
+
+    if policy.short not in SHORT_POLICIES or policy.long not in LONG_POLICIES:
+        raise ExtractError(f"bad length policy {policy}")
+    if policy.hop_seconds <= 0:
+        raise ExtractError("--hop must be positive")
+    try:
+        policy.check()
+    except InputError as exc:
+        raise ExtractError(str(exc)) from None
+
+
+def min_window_samples(model) -> int:
+    """Shortest window (12-kHz samples) ``model`` can take: its time poolings must
+    leave at least one spectrogram frame (``ceil(samples / HOP)`` frames enter).
+
+    The published pooling (4·4·5·4·4 = 1280 frames) needs 327,425 samples
+    (~27.3 s); the shorter pools of models trained by ``convfeat pretrain``
+    (4·4·5·2·1 = 160 frames) need 40,705 (~3.4 s); the MFCC baseline
+    (``model`` None) one 2048-sample frame.
+    """
+    if model is None:
+        return MFCC_MIN_WINDOW
+    frames = int(np.prod([pool[1] for pool in model.config.pools]))
+    return (frames - 1) * HOP + 1
+
+
+def check_window(name: str, model, policy: Policy) -> None:
+    """Raise :class:`ExtractError` (an ``InputError``) when feature set ``name``'s
+    model cannot take ``policy``'s windows (see :func:`min_window_samples`)."""
+    need = min_window_samples(model)
+    if policy.window_samples >= need:
+        return
+    why = ("one frame of the MFCC baseline" if model is None else
+           f"its time pooling turns {-(-need // HOP)} spectrogram frames into one")
+    raise ExtractError(f"feature set {name!r} cannot take {policy.window_seconds:g}-s windows "
+                       f"({policy.window_samples} samples): it needs at least {need} samples "
+                       f"({need / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz; {why})")

@@ -1,14 +1,17 @@
 """Decoding worker: one item → model windows (and MFCC), or a failure reason.
 
 Kept free of torch so that worker processes start in a fraction of a second.
+Decoding is :func:`convfeat.audio.read_windows`, the path every caller shares.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import audio
-from ..constants import SAMPLE_RATE, WINDOW_SAMPLES
+from ..constants import SAMPLE_RATE
 from ..models.mfcc import mfcc_feature
+
+__all__ = ["decode_item", "mfcc_of_windows", "segment_of"]
 
 
 def segment_of(item: dict) -> tuple[float, float | None]:
@@ -24,27 +27,28 @@ def segment_of(item: dict) -> tuple[float, float | None]:
     return offset, None
 
 
+def mfcc_of_windows(windows: np.ndarray) -> np.ndarray:
+    """The MFCC baseline of an item: :func:`mfcc_feature` of each 12-kHz window
+    ``(k, samples)``, averaged over the windows → ``(120,)`` float32."""
+    return np.mean([mfcc_feature(w, SAMPLE_RATE) for w in windows], axis=0).astype(np.float32)
+
+
 def decode_item(job: tuple) -> dict:
     """``(item, policy, want_mfcc)`` → dict with ``id``, ``status``, ``reason``,
     ``duration``, ``source_sr``, ``channels``, ``windows`` and, when ok, ``x``
-    (``(windows, 348000)`` float32 at 12 kHz) and ``mfcc`` (``(120,)``)."""
+    (``(windows, policy.window_samples)`` float32 at 12 kHz) and ``mfcc`` (``(120,)``)."""
     item, policy, want_mfcc = job
     out = {"id": item["id"], "status": "ok", "reason": "", "duration": float("nan"),
            "source_sr": 0, "channels": 0, "windows": 0}
     try:
-        max_seconds = WINDOW_SAMPLES / SAMPLE_RATE if policy.long == "first" else None
-        seg = segment_of(item)
-        y, info = audio.read_resampled(item["source"], SAMPLE_RATE, max_seconds=max_seconds, offset=seg[0],
-                                       duration=seg[1])
+        offset, duration = segment_of(item)
+        y, info = audio.read_signal(item["source"], policy, offset, duration)
         out.update(info)
-        if y.size == 0:
-            raise audio.AudioDecodeError(f"{item['source']}: empty audio (0 samples)")
-        hop = int(round(policy.hop_seconds * SAMPLE_RATE))
-        wins = audio.split_windows(y, WINDOW_SAMPLES, hop, policy.long, policy.short)
+        wins = audio.to_windows(y, SAMPLE_RATE, policy)
         out["windows"] = int(wins.shape[0])
         out["x"] = wins
         if want_mfcc:
-            out["mfcc"] = np.mean([mfcc_feature(w, SAMPLE_RATE) for w in wins], axis=0).astype(np.float32)
+            out["mfcc"] = mfcc_of_windows(wins)
     except audio.AudioDecodeError as exc:
         out.update(status="failed", reason=str(exc).replace(item["source"], item["path"]))
     except Exception as exc:  # a decoder crashing on one file must not stop the run

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import SAMPLE_RATE
+from ..audio.windows import Policy
 from ..fileio import atomic_path
 from ..models.input import InputConfig
 from ..errors import InputError
@@ -63,19 +63,15 @@ def _hash_split(key: str) -> str:
 
 
 def read_tag_manifest(path: str | Path, vocabulary: list | None = None) -> TagData:
-    """Read a multi-label manifest (see the module docstring)."""
-    import pandas as pd
+    """Read a multi-label manifest (see the module docstring) with the item manifest
+    reader of :func:`convfeat.extraction.items.read_manifest`."""
+    from ..extraction.items import read_manifest
 
     path = Path(path)
-    if not path.is_file():
-        raise PretrainError(f"{path}: manifest not found")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for col in ("path", "tags"):
-        if col not in df.columns:
-            raise PretrainError(f"{path}: a tagged manifest needs a '{col}' column (found: {', '.join(df.columns)})")
-    if len(df) == 0:
+    rows = read_manifest(path, error=PretrainError, require=("tags",))
+    if not rows:
         raise PretrainError(f"{path}: the manifest has no rows")
-    tag_lists = [[t.strip() for t in s.split(";") if t.strip()] for s in df["tags"]]
+    tag_lists = [[t.strip() for t in r["meta"]["tags"].split(";") if t.strip()] for r in rows]
     if vocabulary is None:
         vocab_file = path.parent / "corpus.json"
         vocabulary = []
@@ -88,31 +84,31 @@ def read_tag_manifest(path: str | Path, vocabulary: list | None = None) -> TagDa
                     seen.add(t)
                     vocabulary.append(t)
     col = {t: i for i, t in enumerate(vocabulary)}
-    labels = np.zeros((len(df), len(vocabulary)), dtype=np.float32)
+    labels = np.zeros((len(rows), len(vocabulary)), dtype=np.float32)
     for i, tl in enumerate(tag_lists):
         for t in tl:
             if t in col:
                 labels[i, col[t]] = 1.0
-    paths = [str(p if os.path.isabs(p) else (path.parent / p)) for p in df["path"]]
-    if "split" in df.columns:
-        split = df["split"].str.strip().str.lower().replace({"val": "valid", "validation": "valid", "dev": "valid"})
+    if "split" in rows[0]["meta"]:
+        aliases = {"val": "valid", "validation": "valid", "dev": "valid"}
+        split = [r["meta"]["split"].strip().lower() for r in rows]
+        split = [aliases.get(s, s) for s in split]
         bad = sorted(set(split) - set(SPLITS))
         if bad:
             raise PretrainError(f"{path}: split values must be train/valid/test, found {bad[:3]}")
-        split = split.to_numpy()
     else:
-        split = np.array([_hash_split(p) for p in df["path"]])
-    ids = list(df["id"]) if "id" in df.columns else list(df["path"])
-    return TagData(ids, paths, tuple(vocabulary), labels, np.asarray(split, dtype=object))
+        split = [_hash_split(r["path"]) for r in rows]
+    return TagData([r["id"] for r in rows], [r["source"] for r in rows], tuple(vocabulary), labels,
+                   np.asarray(split, dtype=object))
 
 
 def _decode_clip(args) -> np.ndarray:
+    """``(path, policy)`` → the clip's first window ``(policy.window_samples,)`` float32 at
+    12 kHz (shorter audio repeated): the decode path of extraction and the API."""
     from .. import audio
 
-    path, n_samples = args
-    y, sr = audio.load(path)
-    y = audio.resample(audio.to_mono(y), int(sr), SAMPLE_RATE)
-    return audio.fit_window(y, n_samples, "repeat").astype(np.float32)
+    path, policy = args
+    return audio.read_windows(path, policy)[0][0]
 
 
 def mel_cache(data: TagData, clip_seconds: float, cache_dir: str | Path, workers: int = 0,
@@ -124,7 +120,8 @@ def mel_cache(data: TagData, clip_seconds: float, cache_dir: str | Path, workers
 
     from ..models.frontend import MelFrontend
 
-    n_samples = int(round(clip_seconds * SAMPLE_RATE))
+    policy = Policy(short="repeat", window_seconds=clip_seconds)
+    n_samples = policy.window_samples
     h = hashlib.sha1(f"mel/1 {n_samples}".encode())
     for p in data.paths:
         st = os.stat(p)
@@ -135,7 +132,7 @@ def mel_cache(data: TagData, clip_seconds: float, cache_dir: str | Path, workers
     if target.is_file():
         return np.load(target, mmap_mode="r")
     front = MelFrontend()
-    jobs = [(p, n_samples) for p in data.paths]
+    jobs = [(p, policy) for p in data.paths]
     out = None
     if workers > 0:
         import multiprocessing as mp
