@@ -378,3 +378,20 @@ def test_load_frame_metadata_names(tmp_path):
     assert df.loc["a.wav", "path"] == "a.wav" and df.loc["a.wav", "meta/path"] == "/data/a.wav"
     assert df.loc["a.wav", "tags/genre"] == "rock"
     assert info(tmp_path / "m.h5")["meta_columns"] == ["path", "tags/genre"]
+
+
+def test_info_summary_reads_as_words_not_cut_json(tmp_path):
+    path = tmp_path / "f.h5"
+    with FeatureFile(path) as ff:
+        ff.add_items([{"id": "a.wav", "path": "a.wav", "meta": {}}])
+        config = {"model": "choi2017", "bn_mode": "instance", "weights_sha256": "ab" * 32,
+                  "length_policy": {"short": "repeat", "long": "mean", "hop_seconds": 14.5,
+                                    "window_samples": 348000, "sample_rate": 12000},
+                  "calibration": {"n_clips": 7, "max_clips": 256, "seed": 3, "stats_sha256": "cd" * 32}}
+        ff.ensure_set("choi2017", {"layer1": 32}, config, {})
+        ff.checkpoint()
+    text = format_info(info(path))
+    assert "bn_mode=instance" in text and "weights_sha256=abababababab…" in text
+    assert "window 29 s at 12000 Hz; shorter audio: repeat; longer: mean of windows every 14.5 s" in text
+    assert "calibration: 7 clips (seeded sample of up to 256, seed 3)" in text
+    assert '{"' not in text        # no JSON fragments in the human summary

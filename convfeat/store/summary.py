@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..fileio import canonical_json, to_plain
+from ..fileio import to_plain
 from .access import feature_datasets, meta_datasets, open_features, strings
 from .file import pending_batches
 
@@ -66,12 +66,6 @@ def info(path) -> dict:
             "pending_journal": pending_batches(path)}
 
 
-def _short(value, limit: int = 60) -> str:
-    """``value`` as text (canonical JSON unless a string), cut to ``limit`` characters."""
-    text = value if isinstance(value, str) else canonical_json(value)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def _shapes(datasets: dict) -> str:
     """``{"layer1": (5, 32), …, "layer5": (5, 32)}`` -> ``"layer1…layer5 5x32 each"``."""
     groups: list[list] = []
@@ -86,6 +80,49 @@ def _shapes(datasets: dict) -> str:
         parts.append(f"{names[0]} {dims}" if len(names) == 1 else
                      f"{', '.join(names)} {dims} each" if len(names) == 2 else f"{names[0]}…{names[-1]} {dims} each")
     return ", ".join(parts)
+
+
+def _describe_config(config: dict) -> list[str]:
+    """A set's recorded config as a few readable lines (``convfeat info --json`` has it all).
+
+    Scalars read ``key=value``; the nested records (length policy, front end, architecture,
+    calibration) are summarised in words, and a weight file's sha256 is shortened.
+    """
+    if not config:
+        return []
+    plain, lines = [], []
+    for key, value in sorted(config.items()):
+        if isinstance(value, dict):
+            continue
+        if key.endswith("sha256") and isinstance(value, str):
+            value = value[:12] + "…"
+        plain.append(f"{key}={'-' if value is None else value}")
+    if plain:
+        lines.append(", ".join(plain))
+    policy = config.get("length_policy")
+    if isinstance(policy, dict):
+        window = policy.get("window_samples", 0) / max(policy.get("sample_rate", 1), 1)
+        longer = ("first window only" if policy.get("long") == "first"
+                  else f"mean of windows every {policy.get('hop_seconds')} s")
+        lines.append(f"window {window:g} s at {policy.get('sample_rate')} Hz; shorter audio: "
+                     f"{policy.get('short')}; longer: {longer}")
+    front = config.get("frontend")
+    if isinstance(front, dict):
+        lines.append(f"front end: {front.get('n_mels')} mel bands {front.get('fmin', 0):g}-{front.get('fmax', 0):g} Hz, "
+                     f"n_fft {front.get('n_fft')}, hop {front.get('hop')}, {front.get('db_range')} dB range, "
+                     f"resampler {front.get('resampler')}")
+    arch = config.get("architecture")
+    if isinstance(arch, dict):
+        pools = " ".join(f"({a},{b})" for a, b in arch.get("pools", []))
+        lines.append(f"architecture: {len(arch.get('pools', []))} blocks x {arch.get('channels')} channels, "
+                     f"pools {pools}, feature {arch.get('feature_point')}"
+                     + (", input " + ", ".join(f"{k} {v}" for k, v in arch["input"].items())
+                        if isinstance(arch.get("input"), dict) else ""))
+    cal = config.get("calibration")
+    if isinstance(cal, dict):
+        lines.append(f"calibration: {cal.get('n_clips')} clips (seeded sample of up to {cal.get('max_clips')}, "
+                     f"seed {cal.get('seed')})")
+    return lines
 
 
 def format_info(d: dict, max_failures: int = 20) -> str:
@@ -131,8 +168,7 @@ def format_info(d: dict, max_failures: int = 20) -> str:
             lines.append(f"    {name:<{width}}  {s['n_usable']} usable, {s['n_done']}/{d['n_items']} done;"
                          f"  {shapes}")
             pad = " " * (width + 6)
-            if s["config"]:
-                text = "config: " + ", ".join(f"{k}={_short(v, 40)}" for k, v in sorted(s["config"].items()))
+            for text in _describe_config(s["config"]):
                 lines += textwrap.wrap(text, 100, initial_indent=pad, subsequent_indent=pad + "  ",
                                        break_long_words=False, break_on_hyphens=False)
             if s.get("calibration"):
