@@ -66,10 +66,14 @@ def extract_cmd(
                          calibration_seed=calibration_seed, progress=not quiet and sys.stderr.isatty(),
                          command=" ".join(["convfeat"] + sys.argv[1:]), log=log)
     if not quiet:
-        rate = summary.audio_seconds / summary.seconds if summary.seconds else 0.0
-        typer.echo(f"{summary.processed} processed, {len(summary.failed)} failed, {summary.done_before} already "
-                   f"done of {summary.total} in {summary.seconds:.1f} s ({rate:.1f}x real time) -> {summary.path}",
-                   err=True)
+        if summary.processed == 0 and not summary.failed:
+            typer.echo(f"nothing to do: all {summary.total} items are already done in {summary.path} "
+                       "(the file was not modified)", err=True)
+        else:
+            rate = summary.audio_seconds / summary.seconds if summary.seconds else 0.0
+            typer.echo(f"{summary.processed} processed, {len(summary.failed)} failed, {summary.done_before} "
+                       f"already done of {summary.total} in {summary.seconds:.1f} s ({rate:.1f}x real time) "
+                       f"-> {summary.path}", err=True)
         for item_id, reason in summary.failed:
             typer.echo(f"failed: {reason if item_id in reason else item_id + ': ' + reason}", err=True)
     if summary.failed:
