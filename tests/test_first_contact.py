@@ -61,3 +61,16 @@ def test_a_run_with_nothing_to_do_says_so(wavs, tmp_path):
     assert again.exit_code == 0
     assert "nothing to do: all 3 items are already done" in again.stderr and "x real time" not in again.stderr
     assert out.read_bytes() == before
+
+
+def test_help_reads_as_words_not_python_types():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom convfeat.cli import main\nsys.argv = ['convfeat', 'extract', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**__import__("os").environ, "COLUMNS": "160"}).stdout
+    assert "--batch-size" in out and "INPUTS" in out and "INTEGER" in out
+    for placeholder in ("<bool>", "<list[", "<int>", "<path>", "<float>"):
+        assert placeholder not in out, placeholder
