@@ -74,3 +74,31 @@ def test_help_reads_as_words_not_python_types():
     assert "--batch-size" in out and "INPUTS" in out and "INTEGER" in out
     for placeholder in ("<bool>", "<list[", "<int>", "<path>", "<float>"):
         assert placeholder not in out, placeholder
+
+
+def test_info_export_datasets_and_evaluate_run_without_torch(tmp_path):
+    import subprocess
+    import sys
+
+    from convfeat.store import FeatureFile
+
+    path = tmp_path / "f.h5"
+    rng = np.random.default_rng(0)
+    with FeatureFile(path) as ff:
+        ff.add_items([{"id": f"{c}{i}.wav", "path": f"{c}{i}.wav", "meta": {"label": c}}
+                      for c in "ab" for i in range(6)])
+        ff.ensure_set("mfcc", {"mfcc": 4}, {"model": "mfcc"}, {})
+        ff.record([{"id": item, "status": "ok", "reason": "", "duration": 1.0, "source_sr": SR, "channels": 1,
+                    "windows": 1, "features": {"mfcc": {"mfcc": rng.normal(size=4) + 3 * (item[0] == "a")}}}
+                   for item in sorted(ff.items.index())])
+        ff.checkpoint()
+    commands = [["info", str(path)], ["export", str(path), "-o", str(tmp_path / "x"), "--features", "mfcc"],
+                ["datasets", "list"],
+                ["evaluate", str(path), "--label-column", "label", "-f", "mfcc", "-k", "3", "--inner-folds", "2",
+                 "--head", "linear"]]
+    for argv in commands:
+        code = ("import sys\nfrom convfeat.cli import main\nsys.argv = ['convfeat'] + %r\n"
+                "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+                "assert 'torch' not in sys.modules, 'torch imported'\nprint('NO-TORCH')" % argv)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and "NO-TORCH" in res.stdout, (argv, res.stderr[-1500:])
