@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import audio
-from .layers import concat_layers
+from .layers import concat_layers, parse_layers
 from .models.calibration import Calibration, calibration_indices
 from .models.compact import CompactConvnet
 from .models.registry import load_model
@@ -71,6 +71,55 @@ def _forward(model: CompactConvnet, windows: np.ndarray) -> dict:
     return {k: v.cpu().numpy() for k, v in out.items()}
 
 
+OVERFLOW_SAFE_PEAK = 1e12  # |sample| below which no float32 spectrogram can overflow (|STFT| <= 256 x peak)
+
+
+def front_end_overflows(model: CompactConvnet, windows, peaks=None) -> np.ndarray:
+    """``(rows,)`` bool: the windows ``(rows, samples)`` whose mel power spectrum in ``model``'s
+    float32 front end is not finite (samples near 1e19 and beyond; whatever the network then
+    makes of them, NaN or a finite constant, is no feature).  Only windows whose peak
+    (``peaks``, else measured) exceeds :data:`OVERFLOW_SAFE_PEAK` are run through the front end."""
+    n = len(windows)
+    if peaks is None:
+        peaks = [audio.signal_peak(np.asarray(w)) for w in windows]
+    rows = [i for i in range(n) if peaks[i] > OVERFLOW_SAFE_PEAK]
+    out = np.zeros(n, bool)
+    if rows:
+        device = next(model.parameters()).device
+        if isinstance(windows, torch.Tensor):
+            x = windows[torch.as_tensor(rows, device=windows.device)].to(device)
+        else:
+            x = torch.as_tensor(np.ascontiguousarray(np.asarray(windows)[rows], dtype=np.float32)).to(device)
+        with torch.no_grad():
+            out[rows] = ~torch.isfinite(model.frontend(x)).flatten(1).all(dim=1).cpu().numpy()
+    return out
+
+
+def _finite_or_raise(out: dict, keys, windows: np.ndarray, what: str = "features", overflow=None) -> None:
+    """Raise :class:`InputError` when an output in ``keys`` of ``out`` (batch-first arrays of
+    :func:`_forward` on ``windows``) is NaN or infinite, or ``overflow`` (from
+    :func:`front_end_overflows`) marks a window: such a result is no feature."""
+    rows, parts = set(), []
+    if overflow is not None and overflow.any():
+        rows |= set(np.flatnonzero(overflow).tolist())
+        parts.append("the model's spectrogram overflows float32")
+    bad = []
+    for k in keys:
+        finite = np.isfinite(out[k].reshape(len(out[k]), -1)).all(axis=1)
+        if not finite.all():
+            bad.append(k)
+            rows |= set(np.flatnonzero(~finite).tolist())
+    if bad and what == "features":
+        parts.append("layer1…layer5" if bad == [f"layer{i}" for i in range(1, 6)] else ", ".join(bad))
+    if not rows:
+        return
+    rows = sorted(rows)
+    which = "" if len(windows) == 1 else f"signal{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))}: "
+    peak = max(audio.signal_peak(windows[i]) for i in rows)
+    detail = f": {'; '.join(parts)}" if parts else ""
+    raise InputError(f"{which}{what} not finite{detail} ({audio.describe_peak(peak)})")
+
+
 def _top_tags(net: CompactConvnet, probs: np.ndarray, top_k: int | None) -> dict:
     order = np.argsort(-probs, kind="stable")[: top_k if top_k else None]
     return {net.tag_names[i]: float(probs[i]) for i in order}
@@ -99,9 +148,13 @@ def embed(y: np.ndarray, sr: int, model: str | CompactConvnet = "choi2017", laye
         calibrated model) or ``"stored"`` (choi2017-k2).
 
     Returns ``(32 * n_layers,)`` float32, blocks in ascending order.
+    Raises :class:`InputError` when the feature is not finite (samples so large,
+    e.g. 1e30, that the model's float32 spectrogram overflows): never NaN.
     """
     net = get_model(model, weights, bn_mode, seed)
-    out = _forward(net, prepare(y, sr, short)[None])
+    windows = prepare(y, sr, short)[None]
+    out = _forward(net, windows)
+    _finite_or_raise(out, parse_layers(layers), windows, overflow=front_end_overflows(net, windows))
     return concat_layers(out, layers)[0]
 
 
@@ -110,11 +163,15 @@ def tag(y: np.ndarray, sr: int, model: str | CompactConvnet = "choi2017", bn_mod
     """Tag probabilities of one signal: ``{tag: probability}``, most probable first.
 
     Same input handling as :func:`embed`.  ``top_k`` keeps the k best tags.
-    Raises ``ValueError`` for a model without a tag head (the TF-layout weight file).
+    Raises ``ValueError`` for a model without a tag head (the TF-layout weight file), and
+    :class:`InputError` (a ``ValueError``) when the probabilities are not finite.
     """
     net = get_model(model, weights, bn_mode)
     _require_tags(net)
-    return _top_tags(net, _forward(net, prepare(y, sr, short)[None])["tags"][0], top_k)
+    windows = prepare(y, sr, short)[None]
+    out = _forward(net, windows)
+    _finite_or_raise(out, ["tags"], windows, "tag probabilities", front_end_overflows(net, windows))
+    return _top_tags(net, out["tags"][0], top_k)
 
 
 def tag_batch(ys, srs, model: CompactConvnet, top_k: int | None = None, short: str = "repeat") -> list:
@@ -122,5 +179,7 @@ def tag_batch(ys, srs, model: CompactConvnet, top_k: int | None = None, short: s
     a list of ``{tag: probability}`` dicts in input order."""
     _require_tags(model)
     windows = np.stack([prepare(y, sr, short) for y, sr in zip(ys, srs)])
-    probs = _forward(model, windows)["tags"]
+    out = _forward(model, windows)
+    _finite_or_raise(out, ["tags"], windows, "tag probabilities", front_end_overflows(model, windows))
+    probs = out["tags"]
     return [_top_tags(model, p, top_k) for p in probs]

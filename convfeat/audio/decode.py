@@ -21,7 +21,7 @@ import numpy as np
 
 from ..constants import SAMPLE_RATE
 from ..errors import InputError
-from .io import AudioDecodeError, read_resampled, resample, to_mono
+from .io import SAMPLE_RATE_LIMITS, AudioDecodeError, all_finite, read_resampled, resample, to_mono
 from .windows import Policy, split_windows
 
 __all__ = ["read_signal", "read_windows", "to_windows"]
@@ -39,19 +39,31 @@ def to_windows(y: np.ndarray, sr: int, policy: Policy | None = None) -> np.ndarr
     second of context, which gives exactly (bit for bit) the first window of
     the whole signal resampled.  A 12-kHz mono float32 signal is not copied
     (windows of ``long="mean"`` are a strided view of it).
-    Raises :class:`InputError` for an empty signal or NaN / infinite samples.
+    Raises :class:`InputError` for an empty signal, NaN / infinite samples, a
+    sample rate outside 1 Hz to 10 MHz, or a signal too short to give one sample at
+    12 kHz (or that resampling turns non-finite: samples near float32's largest value).
     """
     policy = (policy or Policy()).check()
     y = np.asarray(y)
     if y.size == 0:
         raise InputError("empty signal")
-    if not _all_finite(y):
+    if not all_finite(y):
         raise InputError("signal contains NaN or infinite samples")
+    lo, hi = SAMPLE_RATE_LIMITS
+    if not (np.ndim(sr) == 0 and np.isfinite(sr) and float(sr).is_integer() and lo <= int(sr) <= hi):
+        raise InputError(f"sample rate {sr!r} Hz is not a whole number from {lo} Hz to {hi // 1_000_000} MHz")
     mono = to_mono(y)
     sr = int(sr)
     if policy.long == "first":
         mono = mono[: int(np.ceil(policy.window_samples * sr / SAMPLE_RATE)) + sr]
+    n = mono.size
     mono = resample(mono, sr, SAMPLE_RATE)
+    if mono.size == 0:
+        raise InputError(f"too short: {n} sample{'' if n == 1 else 's'} at {sr} Hz give{'s' if n == 1 else ''} "
+                         f"no sample at {SAMPLE_RATE / 1000:g} kHz")
+    if not all_finite(mono):
+        raise InputError(f"resampling {sr} Hz -> {SAMPLE_RATE} Hz gave non-finite values (float32 overflow: "
+                         "samples near float32's largest value)")
     return split_windows(mono, policy.window_samples, policy.hop_samples, policy.long, policy.short)
 
 
@@ -80,19 +92,3 @@ def read_windows(path: str | Path, policy: Policy | None = None, offset: float =
     :func:`read_signal` then :func:`to_windows`."""
     y, info = read_signal(path, policy, offset, duration)
     return to_windows(y, SAMPLE_RATE, policy), info
-
-
-def _all_finite(y: np.ndarray) -> bool:
-    """True when no sample is NaN or infinite, without a full-size temporary.
-
-    A float64 sum of the samples is finite exactly when every sample is (it
-    cannot overflow for float32 audio); only when it is not (or for float64
-    input near its range) are the samples checked one by one.
-    """
-    if y.dtype.kind in "biu":
-        return True
-    if y.dtype.kind == "f":
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(np.sum(y, dtype=np.float64)):
-                return True
-    return bool(np.all(np.isfinite(y)))

@@ -3,9 +3,10 @@
 ``items``     inputs (folders, files, lists, manifests) → items with stable ids; shards;
               :func:`read_manifest`, the one reader of item manifests
 ``sets``      feature sets: model + options → name, config and provenance
-``worker``    one item → model windows (:func:`convfeat.audio.read_signal` / ``to_windows``)
-              (+ MFCC) in a torch-free decode process
-``pipeline``  batching, inference, journaling and checkpoints: :func:`extract`
+``worker``    one item → its checked 12-kHz signal (:func:`convfeat.audio.read_signal`; the
+              windows are a view of it, :func:`windows_of`) (+ MFCC) in a torch-free decode process
+``pipeline``  bounded decoding ahead, batching, inference, finiteness checks, journaling and
+              checkpoints: :func:`extract`
 """
 from ..audio import Policy
 from .items import ExtractError, collect_items, parse_shard, read_manifest, shard_of

@@ -8,7 +8,9 @@ Features do not depend on worker count, batch size or file order (except in
 """
 from __future__ import annotations
 
+import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,22 +22,107 @@ from ..models.calibration import Calibration, calibration_indices
 from ..store import FeatureFile
 from .items import ExtractError, collect_items, parse_shard, shard_of
 from .sets import SetSpec, check_policy, check_window, set_config
-from .worker import decode_item
+from .worker import decode_item, not_finite_reason, watch_parent, windows_of
 
 
 # -- decoding ---------------------------------------------------------------------
-def _decoded_stream(jobs: list, workers: int):
+DECODE_AHEAD_BYTES = 256 << 20   # decoded audio held ahead of inference beyond which no job is handed out
+
+
+def decode_ahead(workers: int) -> int:
+    """How many items may be decoded (or being decoded) and not yet taken by inference:
+    enough to keep ``workers`` processes busy while a batch runs, and no more."""
+    return 2 * workers + 2
+
+
+def _nbytes(decoded: dict) -> int:
+    return sum(v.nbytes for v in decoded.values() if isinstance(v, np.ndarray))
+
+
+def _crashed(job: tuple, exc: BaseException) -> dict:
+    item = job[0]
+    return {"id": item["id"], "path": item["path"], "status": "failed", "reason":
+            f"{item['path']}: the decoding process died on it, twice (a crash inside a decoder, or the "
+            f"system ran out of memory; {type(exc).__name__})",
+            "duration": float("nan"), "source_sr": 0, "channels": 0, "windows": 0, "peak": float("nan")}
+
+
+def _decoded_stream(jobs: list, workers: int, ahead: int | None = None,
+                    ahead_bytes: int = DECODE_AHEAD_BYTES):
     """Decoded items in input order: in this process (``workers == 0``) or in
-    ``workers`` processes, which then overlap decoding with inference."""
+    ``workers`` processes, which then overlap decoding with inference.
+
+    Memory is bounded whatever the number of items: at most ``ahead`` (default
+    :func:`decode_ahead`) items are handed to the workers and not yet taken from
+    this generator, and none more while the finished ones waiting here hold
+    ``ahead_bytes`` of audio.  A worker process that dies (a decoder crashing
+    in C) fails the item it was decoding, found by decoding each item then in
+    flight again on its own; the run goes on with a fresh set of workers.
+    """
     if workers <= 0:
         for job in jobs:
             yield decode_item(job)
         return
     import multiprocessing as mp
+    from concurrent.futures import Future, ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
-    with ctx.Pool(workers) as pool:
-        yield from pool.imap(decode_item, jobs, chunksize=1)
+    ahead = max(1, ahead or decode_ahead(workers))
+    todo = iter(jobs)
+    pending: deque = deque()   # [job, future, run alone], in input order
+    suspects: deque = deque()  # jobs in flight when a worker died: decoded again one at a time
+    fn = decode_item           # (looked up per run, so a patched module attribute is used)
+
+    def new_pool():
+        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),))
+
+    def submit(job) -> Future:
+        try:
+            return pool.submit(fn, job)
+        except BrokenProcessPool as exc:   # a worker died since the last result: handled below
+            lost = Future()
+            lost.set_exception(exc)
+            return lost
+
+    pool = new_pool()
+    finished = False
+    try:
+        while True:
+            if suspects:
+                if not pending:
+                    job = suspects.popleft()
+                    pending.append([job, submit(job), True])
+            else:
+                while len(pending) < ahead and sum(_nbytes(f.result()) for _, f, _ in pending
+                                                   if f.done() and not f.exception()) < ahead_bytes:
+                    job = next(todo, None)
+                    if job is None:
+                        break
+                    pending.append([job, submit(job), False])
+            if not pending:
+                break
+            job, future, alone = pending[0]
+            try:
+                decoded = future.result()
+            except BrokenProcessPool as exc:
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = new_pool()
+                lost = [p[0] for p in pending]
+                pending.clear()
+                if alone:           # it killed its worker on its own: that item fails
+                    yield _crashed(job, exc)
+                    lost = lost[1:]
+                suspects.extendleft(reversed(lost))
+                continue
+            pending.popleft()
+            yield decoded
+        finished = True
+    finally:
+        if not finished:   # stopped early (--strict, an error): do not wait for a long decode to end
+            for process in (getattr(pool, "_processes", None) or {}).values():
+                process.terminate()
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 # -- the run ---------------------------------------------------------------------
@@ -121,7 +208,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
         done_before = len(items) - len(todo)
         log(f"{len(items)} items ({done_before} already done), {len(todo)} to process "
             f"-> {out} [{', '.join(names)}]")
-        runner = _Runner(ff, feature_sets, models, sets, names, batch_size, device, strict)
+        runner = _Runner(ff, feature_sets, models, sets, names, batch_size, device, strict, policy)
         want_mfcc = any(s.model == "mfcc" for s in sets)
         jobs = [(it, policy, want_mfcc) for it in todo]
         bar = _Progress(len(todo), enabled=progress)
@@ -137,7 +224,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
             bar.close()
             if ff.dirty:  # a run with nothing to do leaves the file byte-for-byte as it was
                 ff.checkpoint()
-    failed = [(u["id"], u["reason"]) for u in runner.all_failed]
+    failed = list(runner.failed.items())
     return Summary(out, len(items), done_before, runner.n_processed, failed, time.perf_counter() - t0,
                    runner.audio_seconds, names)
 
@@ -152,29 +239,52 @@ def _calibration(existing, name: str, model, all_items: list, policy: Policy, si
         calibration = Calibration.from_arrays(existing.calibration, existing.config["calibration"])
         calibration.apply(model)
         return calibration
-    windows, used = [], []
+    from ..api import front_end_overflows
+
+    windows, used, unusable = [], [], []
     for i in calibration_indices(len(all_items), size, seed):
         dec = decode_item((all_items[i], policy, False))
-        if dec["status"] == "ok":
-            windows.append(dec["x"][0])
+        if dec["status"] != "ok":
+            continue
+        window = np.array(windows_of(dec, policy)[0])
+        # a clip whose spectrogram overflows would make every statistic NaN
+        if not front_end_overflows(model, window[None], [dec["peak"]])[0]:
+            windows.append(window)
             used.append(all_items[i]["id"])
+        else:
+            unusable.append(all_items[i]["id"])
     if not windows:
         raise ExtractError("no decodable item in the calibration sample")
-    log(f"calibrating {name} on {len(windows)} clips (seed {seed})")
-    return Calibration.estimate(model, np.stack(windows), used, size, seed)
+    log(f"calibrating {name} on {len(windows)} clips (seed {seed})"
+        + (f"; left out {len(unusable)} whose spectrogram overflows: {', '.join(unusable[:3])}"
+           if unusable else ""))
+    calibration = Calibration.estimate(model, np.stack(windows), used, size, seed)
+    if not all(np.isfinite(v).all() for layer in calibration.stats.values() for v in layer.values()):
+        raise ExtractError(f"the calibration statistics of {name} are not finite; check the sampled items "
+                           f"({', '.join(used[:5])}{', …' if len(used) > 5 else ''})")
+    return calibration
 
 
 class _Runner:
-    """Batches windows across items, runs every model, averages per item, records."""
+    """Batches windows across items, runs every model, averages per item, checks, records.
 
-    def __init__(self, ff, feature_sets, models, specs, names, batch_size, device, strict):
+    An item's windows stream through the models in batches of ``batch_size``
+    (with the windows of other items), and only their pooled sums are kept, so
+    memory does not grow with the number of windows of an item.  An item is
+    recorded ``ok`` only when every feature is finite; the store's refusals
+    (:meth:`FeatureFile.record`'s return value) count as failures too.
+    """
+
+    def __init__(self, ff, feature_sets, models, specs, names, batch_size, device, strict, policy):
         self.ff, self.feature_sets, self.models = ff, feature_sets, models
         self.names, self.specs = names, specs
         self.batch_size, self.device, self.strict = batch_size, device, strict
-        self.queue: list = []      # [decoded item, next window index]
+        self.policy = policy
+        self.queue: deque = deque()  # [decoded item, its windows, next window index]
+        self.queued_windows = 0
         self.pending: dict = {}    # id -> {"item", "sums": {set: {layer: sum}}, "left"}
         self.finished: list = []
-        self.all_failed: list = []
+        self.failed: dict = {}     # id -> reason, in the order the failures happened
         self.n_processed = 0
         self.audio_seconds = 0.0
         self.stop = False
@@ -184,53 +294,98 @@ class _Runner:
         if decoded["status"] != "ok":
             self._finish(decoded, {})
             return
-        if not self.models:  # MFCC only
+        if not self.models:  # MFCC only (checked finite by the worker)
             self._finish(decoded, {"mfcc": {"mfcc": decoded["mfcc"]}})
             return
-        self.pending[decoded["id"]] = {"item": decoded, "sums": {}, "left": decoded["windows"]}
-        self.queue.append([decoded, 0])
-        while sum(d["windows"] - k for d, k in self.queue) >= self.batch_size:
+        windows = windows_of(decoded, self.policy)   # long="mean": a strided view, no copy
+        self.pending[decoded["id"]] = {"item": decoded, "sums": {}, "left": len(windows)}
+        self.queue.append([decoded, windows, 0])
+        self.queued_windows += len(windows)
+        while self.queued_windows >= self.batch_size and not self.stop:
             self._run_batch()
 
     def flush(self) -> None:
         while self.queue and not self.stop:
             self._run_batch()
 
+    def _forward(self, model, batch, peaks: list) -> tuple[dict, np.ndarray]:
+        """``model`` on ``batch`` → ({layer: (rows, 32) float32}, (rows,) bool overflowed).
+
+        Rows whose spectrogram overflows float32 (:func:`convfeat.api.front_end_overflows`,
+        run only on rows whose item ``peaks`` is beyond any normal audio) are left out of
+        the batch, their outputs NaN: whatever the network makes of them is no feature,
+        and in bn_mode batch they would spoil the statistics of the other rows."""
+        import torch
+
+        from ..api import front_end_overflows
+
+        overflow = front_end_overflows(model, batch, peaks)
+        with torch.no_grad():
+            if not overflow.any():
+                res = model(batch)
+                return {k: res[k].float().cpu().numpy() for k in LAYER_NAMES}, overflow
+            out = {k: np.full((batch.shape[0], UNITS_PER_LAYER), np.nan, np.float32) for k in LAYER_NAMES}
+            keep = ~overflow
+            if keep.any():
+                res = model(batch[torch.from_numpy(keep).to(batch.device)])
+                for k in LAYER_NAMES:
+                    out[k][keep] = res[k].float().cpu().numpy()
+            return out, overflow
+
     def _run_batch(self) -> None:
         import torch
 
         rows, owners = [], []
         while self.queue and len(owners) < self.batch_size:
-            dec, k = self.queue[0]
-            take = min(self.batch_size - len(owners), dec["windows"] - k)
-            rows.append(dec["x"][k:k + take])
+            dec, windows, k = self.queue[0]
+            take = min(self.batch_size - len(owners), len(windows) - k)
+            rows.append(windows[k:k + take])
             owners += [dec["id"]] * take
-            if k + take == dec["windows"]:
-                self.queue.pop(0)
+            if k + take == len(windows):
+                self.queue.popleft()
             else:
-                self.queue[0][1] = k + take
-        batch = torch.from_numpy(np.concatenate(rows)).to(self.device)
-        outputs = {}
-        with torch.no_grad():
-            for name, model in self.models.items():
-                res = model(batch)
-                outputs[name] = {k: res[k].float().cpu().numpy() for k in LAYER_NAMES}
+                self.queue[0][2] = k + take
+        self.queued_windows -= len(owners)
+        batch = torch.from_numpy(np.concatenate(rows)).to(self.device)   # the only copy: one batch
+        del rows
+        peaks = [self.pending[i]["item"].get("peak", 0.0) for i in owners]
+        outputs, overflows = {}, {}
+        for name, model in self.models.items():
+            outputs[name], overflows[name] = self._forward(model, batch, peaks)
         for row, item_id in enumerate(owners):
             p = self.pending[item_id]
             for name, layers in outputs.items():
+                if overflows[name][row]:
+                    p.setdefault("overflow", set()).add(name)
                 acc = p["sums"].setdefault(name, {k: np.zeros(UNITS_PER_LAYER, np.float64) for k in LAYER_NAMES})
                 for k in LAYER_NAMES:
                     acc[k] += layers[k][row]
             p["left"] -= 1
             if p["left"] == 0:
-                dec = p["item"]
-                feats = {name: {k: (v / dec["windows"]).astype(np.float32) for k, v in sums.items()}
-                         for name, sums in p["sums"].items()}
-                if "mfcc" in dec:
-                    feats.update({n: {"mfcc": dec["mfcc"]} for n, s in zip(self.names, self.specs)
-                                  if s.model == "mfcc"})
                 del self.pending[item_id]
-                self._finish(dec, feats)
+                self._complete(p)
+
+    def _complete(self, p: dict) -> None:
+        """All windows of an item are through the models: its mean features, checked finite."""
+        dec = p["item"]
+        with np.errstate(over="ignore", invalid="ignore"):
+            feats = {name: {k: (v / dec["windows"]).astype(np.float32) for k, v in sums.items()}
+                     for name, sums in p["sums"].items()}
+        if "mfcc" in dec:
+            feats.update({n: {"mfcc": dec["mfcc"]} for n, s in zip(self.names, self.specs) if s.model == "mfcc"})
+        bad = []
+        for name, arrays in feats.items():
+            layers = [k for k, v in arrays.items() if not np.isfinite(v).all()]
+            if name in p.get("overflow", ()):
+                bad.append(f"{name}: its spectrogram overflows float32")
+            elif layers:
+                shown = f"{layers[0]}…{layers[-1]}" if layers == list(LAYER_NAMES) else ", ".join(layers)
+                bad.append(f"{name} {shown}")
+        if bad:
+            dec = dict(dec, status="failed", reason=not_finite_reason(dec.get("path", dec["id"]), "; ".join(bad),
+                                                                      dec.get("peak", float("nan"))))
+            feats = {}
+        self._finish(dec, feats)
 
     def _finish(self, dec: dict, feats: dict) -> None:
         if "mfcc" in feats and "mfcc" not in self.feature_sets:
@@ -242,14 +397,19 @@ class _Runner:
         if dec["status"] == "ok" and np.isfinite(dec["duration"]):
             self.audio_seconds += dec["duration"]
         if dec["status"] != "ok":
-            self.all_failed.append(update)
-            if self.strict:
-                self.stop = True
+            self._failed(update["id"], update["reason"])
+
+    def _failed(self, item_id: str, reason: str) -> None:
+        self.failed[item_id] = reason
+        if self.strict:
+            self.stop = True
 
     def pop_finished(self) -> list:
         done, self.finished = self.finished, []
         if done:
-            self.ff.record(done)
+            refused = self.ff.record(done) or []   # items whose values the file cannot hold
+            for item_id, reason in refused:
+                self._failed(item_id, reason)
             # Rewrite the file when that costs little next to the work done since the last rewrite.
             now = time.perf_counter()
             if now - self._since_checkpoint > max(2.0, 20 * self.ff.last_checkpoint_seconds):

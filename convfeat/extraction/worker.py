@@ -1,17 +1,40 @@
-"""Decoding worker: one item → model windows (and MFCC), or a failure reason.
+"""Decoding worker: one item → its 12-kHz signal (and MFCC), or a failure reason.
 
 Kept free of torch so that worker processes start in a fraction of a second.
-Decoding is :func:`convfeat.audio.read_windows`, the path every caller shares.
+Decoding is :func:`convfeat.audio.read_signal` / :func:`convfeat.audio.to_windows`,
+the path every caller shares.  A worker sends back the item's 12-kHz mono
+signal, not its windows: the windows of ``long="mean"`` are a strided view of
+the signal (:func:`windows_of`, made where they are used), whereas sending them
+would copy every overlapping window (3,572 windows of 348,000 samples for an
+hour at a 1-s hop: 5 GB).
 """
 from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
 
 import numpy as np
 
 from .. import audio
 from ..constants import SAMPLE_RATE
+from ..errors import InputError
 from ..models.mfcc import mfcc_feature
 
-__all__ = ["decode_item", "mfcc_of_windows", "segment_of"]
+__all__ = ["decode_item", "mfcc_of_windows", "not_finite_reason", "segment_of", "watch_parent", "windows_of"]
+
+
+def watch_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Initializer of a decode worker process: exit as soon as ``parent_pid`` is no longer
+    its parent (a run killed with SIGKILL leaves no one to stop its workers, which would
+    otherwise wait for work forever)."""
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="convfeat-watch-parent", daemon=True).start()
 
 
 def segment_of(item: dict) -> tuple[float, float | None]:
@@ -33,24 +56,54 @@ def mfcc_of_windows(windows: np.ndarray) -> np.ndarray:
     return np.mean([mfcc_feature(w, SAMPLE_RATE) for w in windows], axis=0).astype(np.float32)
 
 
+def not_finite_reason(path: str, what: str, peak: float) -> str:
+    """The reason of an item whose feature ``what`` (e.g. ``"mfcc"``,
+    ``"choi2017 layer1…layer5"``) is NaN or infinite."""
+    return f"{path}: features not finite: {what} ({audio.describe_peak(peak)})"
+
+
+def windows_of(decoded: dict, policy: audio.Policy) -> np.ndarray:
+    """The model windows ``(k, policy.window_samples)`` of a decoded item's 12-kHz
+    signal: for ``long="mean"`` a strided view of the signal (no copy)."""
+    return audio.to_windows(decoded["signal"], SAMPLE_RATE, policy)
+
+
 def decode_item(job: tuple) -> dict:
-    """``(item, policy, want_mfcc)`` → dict with ``id``, ``status``, ``reason``,
-    ``duration``, ``source_sr``, ``channels``, ``windows`` and, when ok, ``x``
-    (``(windows, policy.window_samples)`` float32 at 12 kHz) and ``mfcc`` (``(120,)``)."""
+    """``(item, policy, want_mfcc)`` → dict with ``id``, ``path``, ``status``, ``reason``,
+    ``duration``, ``source_sr``, ``channels``, ``windows``, ``peak`` (largest absolute
+    12-kHz sample) and, when ok, ``signal`` (the mono float32 signal at 12 kHz that
+    :func:`windows_of` cuts into ``windows`` model windows) and ``mfcc`` (``(120,)``,
+    checked finite)."""
     item, policy, want_mfcc = job
-    out = {"id": item["id"], "status": "ok", "reason": "", "duration": float("nan"),
-           "source_sr": 0, "channels": 0, "windows": 0}
+    out = {"id": item["id"], "path": item["path"], "status": "ok", "reason": "", "duration": float("nan"),
+           "source_sr": 0, "channels": 0, "windows": 0, "peak": float("nan")}
     try:
         offset, duration = segment_of(item)
         y, info = audio.read_signal(item["source"], policy, offset, duration)
         out.update(info)
+        out["peak"] = audio.signal_peak(y)
         wins = audio.to_windows(y, SAMPLE_RATE, policy)
         out["windows"] = int(wins.shape[0])
-        out["x"] = wins
+        out["signal"] = y
         if want_mfcc:
-            out["mfcc"] = mfcc_of_windows(wins)
+            mfcc = None
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")      # overflow warnings: the check below says it
+                try:
+                    mfcc = mfcc_of_windows(wins)
+                except ValueError:                   # librosa refuses the inf it computed
+                    pass
+            if mfcc is None or not np.isfinite(mfcc).all():
+                out.pop("signal")
+                out.update(status="failed", reason=not_finite_reason(item["path"], "mfcc", out["peak"]))
+            else:
+                out["mfcc"] = mfcc
     except audio.AudioDecodeError as exc:
         out.update(status="failed", reason=str(exc).replace(item["source"], item["path"]))
+    except InputError as exc:
+        out.update(status="failed", reason=f"{item['path']}: {exc}")
     except Exception as exc:  # a decoder crashing on one file must not stop the run
         out.update(status="failed", reason=f"{item['path']}: {type(exc).__name__}: {exc}")
+    if out["status"] != "ok":
+        out.pop("signal", None)
     return out
