@@ -102,3 +102,13 @@ def test_info_export_datasets_and_evaluate_run_without_torch(tmp_path):
                 "assert 'torch' not in sys.modules, 'torch imported'\nprint('NO-TORCH')" % argv)
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert res.returncode == 0 and "NO-TORCH" in res.stdout, (argv, res.stderr[-1500:])
+
+
+def test_tag_lists_a_file_with_extreme_samples_as_failed_and_tags_the_others(wavs, tmp_path):
+    spikes = tmp_path / "spikes.wav"
+    sf.write(spikes, (noise(2.0) * 1e20).astype(np.float32), SR, subtype="FLOAT")
+    res = runner.invoke(app, ["tag", str(spikes), str(wavs[0]), "--model", "random", "--json", "-k", "1"])
+    assert res.exit_code == 1
+    data = json.loads(res.stdout)
+    assert list(data["results"]) == [str(wavs[0])]
+    assert "not finite" in data["failures"][str(spikes)] and "spikes.wav" in data["failures"][str(spikes)]

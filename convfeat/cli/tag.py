@@ -79,7 +79,12 @@ def tag_cmd(
         results = dict(zip(decoded, api.tag_batch([y for y, _ in decoded.values()],
                                                   [sr for _, sr in decoded.values()], net, top_k)))
     else:
-        results = {path: api.tag(y, sr, model=net, top_k=top_k) for path, (y, sr) in decoded.items()}
+        results = {}
+        for path, (y, sr) in decoded.items():
+            try:
+                results[path] = api.tag(y, sr, model=net, top_k=top_k)
+            except InputError as exc:        # e.g. samples so extreme the features are not finite
+                failures[path] = f"{path}: {exc}"
     for path in list(results):    # a probability that is not a number is no result: that file failed
         bad = [t for t, prob in results[path].items() if not _finite(prob)]
         if bad:
