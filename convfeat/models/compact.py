@@ -26,6 +26,11 @@ that policy explicit through ``bn_mode``:
 
 Which modes a model allows is part of its :class:`CompactConfig`; user input is
 validated once, by :func:`convfeat.models.registry.load_model`.
+
+Inference (eval mode, under ``torch.no_grad()``, float32 on the CPU) runs the fast exact
+path of :mod:`convfeat.models.fast` in every BN mode (several times faster, equal to float32
+rounding); ``model(y, reference=True)`` runs the straightforward computation below, the
+reference that path is tested against.
 """
 from __future__ import annotations
 
@@ -234,20 +239,101 @@ class CompactConvnet(nn.Module):
             db = (db - mean) / (torch.sqrt(var) + 1e-10)
         return db
 
-    def forward(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, y: torch.Tensor, reference: bool = False, layers=None) -> dict[str, torch.Tensor]:
         """Waveforms ``(batch, samples)`` at 12 kHz → ``{"layer1".."layer5": (batch, 32),
-        "tags": (batch, n_tags)}`` (see the class docstring)."""
-        return self.forward_input(self.spectrogram(y, self.bn_mode))
+        "tags": (batch, n_tags)}`` (see the class docstring).
 
-    def forward_input(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        Inference on the CPU (eval mode, nothing to differentiate: under ``torch.no_grad()``,
+        as the Python API and ``convfeat extract`` run it) uses the fast exact path of
+        :mod:`convfeat.models.fast` (same numbers to float32 rounding, several times faster);
+        ``reference=True`` (or :attr:`fast_inference` False) runs the straightforward
+        computation it is tested against.  ``layers``: only these features (``"135"``,
+        ``["layer1", "layer3"]`` or ``[1, 3]``); the blocks after the deepest one are
+        skipped and ``"tags"`` is left out.
+        """
+        depth, names = self._requested(layers)
+        if not reference and y.ndim == 2 and self._fast_eligible(y):
+            from . import fast
+            from .frontend import same_padding
+
+            frames = same_padding(y.shape[-1], self.frontend.n_fft, self.frontend.hop)[0]
+            if fast.supports(self, (y.shape[0], 1, self.config.n_mels, frames)) is None and fast.available():
+                self._check_calibrated()
+                out = fast.forward(self, y, depth)
+                if out is not None:               # None: non-finite input, left to the reference
+                    return self._select(out, names)
+        out = self._forward_input_reference(self.spectrogram(y, self.bn_mode), depth)
+        return self._select(out, names)
+
+    def reference_forward(self, y: torch.Tensor, layers=None) -> dict[str, torch.Tensor]:
+        """:meth:`forward` computed the straightforward way (the exactness reference)."""
+        return self.forward(y, reference=True, layers=layers)
+
+    def forward_input(self, x: torch.Tensor, reference: bool = False, layers=None) -> dict[str, torch.Tensor]:
         """The network after its front end: input ``(batch, 1, n_mels, frames)`` →
-        the dict of :meth:`forward` (plus ``"logits"`` in training mode)."""
-        mode = self.bn_mode
-        if mode == "calibrated" and not self.calibrated:
+        the dict of :meth:`forward` (plus ``"logits"`` in training mode).  ``reference``
+        and ``layers`` as in :meth:`forward`."""
+        depth, names = self._requested(layers)
+        if not reference and self._fast_eligible(x):
+            from . import fast
+
+            if fast.supports(self, tuple(x.shape)) is None and fast.available():
+                self._check_calibrated()
+                out = fast.forward_input(self, x, None, depth)
+                if out is not None:               # None: non-finite input, left to the reference
+                    return self._select(out, names)
+        return self._select(self._forward_input_reference(x, depth), names)
+
+    # -- fast-path plumbing --------------------------------------------------
+    #: use the fast exact path of :mod:`convfeat.models.fast` where it applies (set False
+    #: to always run the reference computation).
+    fast_inference: bool = True
+
+    def _fast_eligible(self, t: torch.Tensor) -> bool:
+        if not self.fast_inference or self.training or t.device.type != "cpu" or t.dtype != torch.float32:
+            return False
+        if torch.is_grad_enabled() and (t.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return False      # something may be differentiated: keep the autograd graph
+        return True
+
+    def _requested(self, layers) -> tuple[int, tuple | None]:
+        """``layers`` → (blocks to run, names to return or None for everything)."""
+        n = len(self.blocks)
+        if layers is None:
+            return n, None
+        if isinstance(layers, str):
+            items = list(layers) if layers.isdigit() or not layers else [layers]
+        else:
+            items = list(layers)
+        idx = []
+        for item in items:
+            text = str(item)
+            k = int(text[5:]) if text.startswith("layer") and text[5:].isdigit() else (
+                int(text) if text.isdigit() else 0)
+            if not 1 <= k <= n:
+                raise InputError(f"layers: {item!r} is not a block of this model (1..{n})")
+            idx.append(k)
+        if not idx:
+            raise InputError("layers: at least one block is needed")
+        idx = sorted(set(idx))
+        return max(idx), tuple(LAYER_NAMES[k - 1] for k in idx)
+
+    @staticmethod
+    def _select(out: dict, names: tuple | None) -> dict:
+        return out if names is None else {k: out[k] for k in names}
+
+    def _check_calibrated(self) -> None:
+        if self.bn_mode == "calibrated" and not self.calibrated:
             raise RuntimeError("bn_mode 'calibrated' needs statistics: call calibrate(clips) "
                                "or set_bn_statistics(...) first")
+
+    def _forward_input_reference(self, x: torch.Tensor, depth: int | None = None) -> dict[str, torch.Tensor]:
+        """The reference computation: every block's full map, BN, ELU, max-pool in turn."""
+        mode = self.bn_mode
+        self._check_calibrated()
+        depth = len(self.blocks) if depth is None else depth
         out: dict[str, torch.Tensor] = {}
-        for name, block in zip(LAYER_NAMES, self.blocks):
+        for name, block in zip(LAYER_NAMES[:depth], self.blocks[:depth]):
             x = block.bn(block.conv(x), mode)
             if self.config.feature_point == "pre_pool":
                 x = nn.functional.elu(x, inplace=True)
@@ -258,7 +344,7 @@ class CompactConvnet(nn.Module):
                 # after the pool gives the same values on an 8-40x smaller tensor.
                 x = nn.functional.elu(nn.functional.max_pool2d(x, block.pool), inplace=not self.training)
                 out[name] = x.mean(dim=(2, 3))
-        if self.head is not None:
+        if self.head is not None and depth == len(self.blocks):
             logits = self.head(x.amax(dim=(2, 3)))
             out["tags"] = torch.sigmoid(logits)
             if self.training:
