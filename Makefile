@@ -13,7 +13,8 @@ install:
 demo:
 	convfeat demo
 
-# Two test processes, one per core (conftest.py gives each one torch thread).
+# Two test processes, one per core (conftest.py gives each one torch thread); the slowest tests
+# start first and module-level fixtures are made once (pyproject.toml addopts, conftest.py).
 test:
 	$(PYTHON) -m pytest -q -n 2
 

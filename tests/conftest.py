@@ -23,6 +23,35 @@ SHARED = Path(os.environ.get("CONVFEAT_SHARED", PROJECT_ROOT.parent / "shared"))
 SR = 12000
 
 
+# -- xdist scheduling ----------------------------------------------------------------------------
+# Under `make test` (-n 2 with --dist loadgroup --no-loadscope-reorder, pyproject.toml) the two
+# processes are handed work in collection order, a module marked ``xdist_group`` as one unit.  The
+# longest units go first (longest processing time first), so that the short ones fill in at the end
+# and both processes finish together.  Rough CPU seconds on the 2-core reference machine.
+SLOWEST_FIRST = (
+    "tests/test_install.py::test_wheel_install_carries_the_shipped_model",  # 15: wheel, venv, 7 subprocesses
+    "tests/test_port.py",                                                   # 12: group "port"
+    "tests/test_study.py::test_emomusic_arousal_12345_is_0650",             # 9: 320 SVR fits
+    "tests/test_pretrain.py",                                               # 5: group "pretrain"
+    "tests/test_study.py::test_gtzan_genre_12345_is_0898",                  # 4.5
+    "tests/test_shipped.py",                                                # 4
+    "tests/test_experiment.py::test_every_evaluation_setting_reaches_the_evaluation",  # 3.5
+    "tests/test_extract.py::test_sigkill_mid_run_leaves_valid_file_and_rerun_completes",  # 3
+    "tests/test_experiment.py::test_run_reports_and_skips_current_steps",   # 2.5
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return                       # a serial run keeps the files' order
+
+    def rank(item) -> int:
+        return next((i for i, prefix in enumerate(SLOWEST_FIRST) if item.nodeid.startswith(prefix)),
+                    len(SLOWEST_FIRST))
+
+    items.sort(key=rank)             # stable: the rest keep their order
+
+
 def shared_path(*parts: str) -> Path:
     """Path inside ../shared, or skip the calling test with the reason."""
     path = SHARED.joinpath(*parts)
@@ -51,10 +80,33 @@ def example_clip() -> np.ndarray:
     return np.load(shared_path("models", "choi2017", "example_clip_12k.npy"))
 
 
+@pytest.fixture(scope="session")
+def _shared_kernels(request, tmp_path_factory) -> Path:
+    """One folder for the compiled inference kernels (convfeat.models.fast) that every test, both
+    xdist processes and every subprocess a test starts use: pytest's cache folder
+    (.pytest_cache/d/convfeat-kernels, kept between runs), or without the cache plugin one folder
+    for the run.  The kernels are keyed by their source, the compiler and the CPU and written
+    atomically, so sharing them is safe; each test's fresh cache folder would otherwise compile
+    them again (seconds of CPU per test process and per subprocess)."""
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        try:
+            return Path(cache.mkdir("convfeat-kernels"))
+        except OSError:              # a read-only checkout: one folder for the run instead
+            pass
+    base = tmp_path_factory.getbasetemp()
+    kernels = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "convfeat-kernels"
+    kernels.mkdir(exist_ok=True)
+    return kernels
+
+
 @pytest.fixture(autouse=True)
-def _isolated_weight_dirs(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's real cache or weights dir."""
-    monkeypatch.setenv("CONVFEAT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+def _isolated_weight_dirs(tmp_path_factory, monkeypatch, _shared_kernels):
+    """No test reads or writes the user's real cache or weights dir (each test gets an empty cache
+    folder; only its ``kernels`` entry points to the run's shared compiled kernels)."""
+    cache = tmp_path_factory.mktemp("cache")
+    (cache / "kernels").symlink_to(_shared_kernels, target_is_directory=True)
+    monkeypatch.setenv("CONVFEAT_CACHE_DIR", str(cache))
     monkeypatch.delenv("CONVFEAT_WEIGHTS_DIR", raising=False)
 
 

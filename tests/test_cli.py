@@ -114,7 +114,8 @@ def test_help_documents_bn_modes_and_default():
 def test_extract_info_export_merge_from_the_command_line(wavs, tmp_path):
     folder = wavs[0].parent
     out = tmp_path / "all.h5"
-    res = runner.invoke(app, ["extract", str(folder), "-o", str(out), "-m", "random", "-m", "mfcc", "--quiet"])
+    res = runner.invoke(app, ["extract", str(folder), "-o", str(out), "-m", "random", "-m", "mfcc", "--quiet",
+                              "--workers", "0"])
     assert res.exit_code == 0, res.output
     info = json.loads(runner.invoke(app, ["info", str(out), "--json"]).stdout)
     assert info["n_items"] == 3 and set(info["sets"]) == {"random", "mfcc"}
@@ -131,7 +132,7 @@ def test_extract_info_export_merge_from_the_command_line(wavs, tmp_path):
     for i in (1, 2):
         shards.append(tmp_path / f"s{i}.h5")
         res = runner.invoke(app, ["extract", str(folder), "-o", str(shards[-1]), "-m", "random", "-m", "mfcc",
-                                  "--shard", f"{i}/2", "--quiet"])
+                                  "--shard", f"{i}/2", "--quiet", "--workers", "0"])
         assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["merge", str(tmp_path / "merged.h5"), *map(str, shards)])
     assert res.exit_code == 0, res.output

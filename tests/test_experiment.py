@@ -53,7 +53,7 @@ def experiment(tmp_path):
 
 
 def test_run_reports_and_skips_current_steps(experiment, tmp_path):
-    result = runner.invoke(app, ["run", str(experiment), "--jobs", "1"])
+    result = runner.invoke(app, ["run", str(experiment), "--jobs", "1", "--workers", "0"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     text = json.dumps(report)
@@ -61,11 +61,11 @@ def test_run_reports_and_skips_current_steps(experiment, tmp_path):
     # tones vs noise is trivially separable for both feature sets
     summary = (tmp_path / "report" / "summary.csv").read_text()
     assert "accuracy" in summary
-    out = run_experiment(experiment, jobs=1)
+    out = run_experiment(experiment, jobs=1, workers=0)
     assert out["steps"] == {"manifest": "skipped", "extract1": "skipped", "evaluate": "skipped"}
     # changing the evaluation re-runs only the evaluation
     experiment.write_text(experiment.read_text().replace('head = "linear"', 'head = "svm"'))
-    out = run_experiment(experiment, jobs=1)
+    out = run_experiment(experiment, jobs=1, workers=0)
     assert out["steps"] == {"manifest": "skipped", "extract1": "skipped", "evaluate": "ran"}
     # convnet sets are labelled "<set>/<layers>" ("random/12345"), as `convfeat evaluate` labels them
     accuracy = {r.feature.removesuffix("/12345"): r.summary("accuracy")["mean"] for r in out["results"]}
@@ -113,15 +113,21 @@ def test_unknown_keys_and_bad_values_are_errors_naming_them(experiment, tmp_path
 
 def test_every_evaluation_setting_reaches_the_evaluation(experiment, tmp_path):
     # scaler, shuffle, seed, max_iter and layers = "all" were once read and silently ignored
-    text = experiment.read_text().replace('head = "linear"', 'head = "svm"').replace('protocol = "nested"', (
-        'protocol = "study"\nscaler = "both"\nshuffle = true\nseed = 5\nmax_iter = 1\nlayers = "all"'))
-    experiment.write_text(text)
-    out = run_experiment(experiment, jobs=1)
+    text = experiment.read_text()
+    experiment.write_text(text.replace('head = "linear"', 'head = "svm"').replace('protocol = "nested"', (
+        'protocol = "study"\nscaler = "both"\nshuffle = true\nseed = 5\nmax_iter = 1\nlayers = "5"')))
+    out = run_experiment(experiment, jobs=1, workers=0)
     assert out["steps"]["evaluate"] == "ran"
     meta = json.loads((tmp_path / "report" / "report.json").read_text())["meta"]
     assert meta["splits"] == "stratified 3-fold (shuffled, seed 5)"          # shuffle, seed
     assert meta["grid"] == "64 points (svm head; scaler on/off)"             # scaler (auto: 32 points, off)
     assert any("stopped at max_iter=1 " in n for n in meta["notes"])        # max_iter (default: 1000000)
+    assert {r.feature for r in out["results"]} == {"random/5", "mfcc"}       # layers = "5"
+    # layers = "all": every subset of the convnet set, mfcc, and mfcc+<set>/12345 (33 feature sets, scored
+    # here with the cheapest settings: linear head, study protocol, no figures; the report test has those)
+    experiment.write_text(text.replace('protocol = "nested"', 'protocol = "study"\nlayers = "all"\nplots = false'))
+    out = run_experiment(experiment, jobs=1, workers=0)
     features = {r.feature for r in out["results"]}
     assert {"random/12345", "random/135", "random/5", "mfcc", "mfcc+random/12345"} <= features  # layers = all
-    assert len(features) == 33 and meta["experiment"] == "tiny"
+    assert len(features) == 33 and json.loads((tmp_path / "report" / "report.json").read_text())["meta"][
+        "experiment"] == "tiny"

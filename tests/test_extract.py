@@ -3,6 +3,9 @@
 Tests where the study's 29-s window is not the point run the shipped ``convfeat-synth`` model
 (whose time pooling takes windows down to ~3.4 s) on 4-s windows (``SHORT``); those that check
 29-s behaviour or compare with :func:`convfeat.embed` keep the ``random`` model and 29-s windows.
+Tests where decoding in worker processes is not the point decode in the test process
+(``workers=0``: no process start-up per run); ``test_same_features_whatever_workers_batch_size_and_order``
+checks that worker processes give the same features, test_extract_faults.py their fault handling.
 """
 from __future__ import annotations
 
@@ -62,7 +65,7 @@ def _features(path, name="random"):
 
 def test_round_trip_equals_embed(collection, tmp_path):
     out = tmp_path / "f.h5"
-    summary = extract([collection], out, sets=[parse_set("random"), parse_set("mfcc")])
+    summary = extract([collection], out, sets=[parse_set("random"), parse_set("mfcc")], workers=0)
     assert summary.failed == [] and summary.processed == 6
     ids, feats, done, items = _features(out)
     assert ids == sorted(ids) and len(ids) == 6 and done.all()
@@ -99,7 +102,7 @@ def test_long_mean_averages_windows(tmp_path):
     _write(tmp_path / "in" / "long.wav", y, 12000)
     y, _ = audio.load(tmp_path / "in" / "long.wav")  # what the file holds (16-bit)
     extract([tmp_path / "in"], tmp_path / "m.h5", sets=[parse_set("random")],
-            policy=Policy(long="mean", hop_seconds=29.0))
+            policy=Policy(long="mean", hop_seconds=29.0), workers=0)
     _, feats, _, items = _features(tmp_path / "m.h5")
     assert items.columns["windows"][0] == 2  # the 10-s tail is not a full window
     expected = (convfeat.embed(y[:348000], 12000, model="random")
@@ -117,7 +120,8 @@ def test_faults_are_recorded_and_the_run_continues(tmp_path):
     bad = tone(440, 2.0)
     bad[100] = np.nan
     _write(src / "nan.wav", bad, 12000, subtype="FLOAT")
-    result = runner.invoke(app, ["extract", str(src), "-o", str(tmp_path / "f.h5"), "-m", "random", "-m", "mfcc"])
+    result = runner.invoke(app, ["extract", str(src), "-o", str(tmp_path / "f.h5"), "-m", "random", "-m", "mfcc",
+                                 "--workers", "0"])
     assert result.exit_code == 1
     _, items, sets = read_state(tmp_path / "f.h5")
     status = dict(zip(items.columns["id"], items.columns["status"]))
@@ -138,7 +142,7 @@ def test_strict_stops_at_first_failure_keeping_earlier_items(tmp_path):
     _write(src / "a.wav", tone(440, 1.0), 12000)
     (src / "b.wav").write_bytes(b"not audio")
     _write(src / "c.wav", tone(660, 1.0), 12000)
-    summary = extract([src], tmp_path / "f.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT, strict=True,
+    summary = extract([src], tmp_path / "f.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT, strict=True, workers=0,
                       batch_size=1)
     assert [i for i, _ in summary.failed] == ["b.wav"]
     _, items, sets = read_state(tmp_path / "f.h5")
@@ -148,17 +152,17 @@ def test_strict_stops_at_first_failure_keeping_earlier_items(tmp_path):
 
 def test_rerun_skips_finished_and_refuses_other_config(collection, tmp_path):
     out = tmp_path / "f.h5"
-    extract([collection], out, sets=[parse_set("random")])
+    extract([collection], out, sets=[parse_set("random")], workers=0)
     before = _features(out)[1]["layer3"].copy()
-    again = extract([collection], out, sets=[parse_set("random")])
+    again = extract([collection], out, sets=[parse_set("random")], workers=0)
     assert again.processed == 0 and again.done_before == 6
     np.testing.assert_array_equal(_features(out)[1]["layer3"], before)
     with pytest.raises(StoreError, match="seed"):
-        extract([collection], out, sets=[parse_set("random:seed=3,name=random")])
+        extract([collection], out, sets=[parse_set("random:seed=3,name=random")], workers=0)
     with pytest.raises(StoreError, match="length_policy"):
-        extract([collection], out, sets=[parse_set("random")], policy=Policy(short="pad"))
+        extract([collection], out, sets=[parse_set("random")], policy=Policy(short="pad"), workers=0)
     # a new set can be added to the same file; old sets are untouched
-    extract([collection], out, sets=[parse_set("random:seed=3")])
+    extract([collection], out, sets=[parse_set("random:seed=3")], workers=0)
     _, _, sets = read_state(out)
     assert set(sets) == {"random", "random-s3"} and sets["random-s3"].done.all()
 
@@ -189,7 +193,7 @@ def test_sigkill_mid_run_leaves_valid_file_and_rerun_completes(tmp_path):
             "FeatureFile.record = slow_record\n"
             "from convfeat.extraction import Policy, extract, parse_set\n"
             f"extract([{str(src)!r}], {str(out)!r}, sets=[parse_set({SHORT_MODEL!r})], "
-            f"policy=Policy(window_seconds={SHORT.window_seconds!r}), batch_size=1)\n")
+            f"policy=Policy(window_seconds={SHORT.window_seconds!r}), batch_size=1, workers=0)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = Path(str(out) + ".journal")
     deadline = time.time() + 120
@@ -204,10 +208,11 @@ def test_sigkill_mid_run_leaves_valid_file_and_rerun_completes(tmp_path):
             assert h["items/id"].shape[0] == 24
     n_journaled = len(list(journal.glob("*.npz")))
     assert n_journaled >= 1
-    resumed = extract([src], out, sets=[parse_set(SHORT_MODEL)], policy=SHORT, batch_size=4)
+    resumed = extract([src], out, sets=[parse_set(SHORT_MODEL)], policy=SHORT, batch_size=4, workers=0)
     assert resumed.done_before >= 2 and resumed.processed == 24 - resumed.done_before
     assert not journal.exists()
-    fresh = extract([src], tmp_path / "fresh.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT, batch_size=4)
+    fresh = extract([src], tmp_path / "fresh.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT, batch_size=4,
+                    workers=0)
     assert fresh.processed == 24
     ids_a, fa, done_a, _ = _features(out, SHORT_MODEL)
     ids_b, fb, _, _ = _features(tmp_path / "fresh.h5", SHORT_MODEL)
@@ -218,7 +223,7 @@ def test_sigkill_mid_run_leaves_valid_file_and_rerun_completes(tmp_path):
 
 def test_calibrated_set_records_statistics_and_reuses_them(collection, tmp_path):
     out = tmp_path / "f.h5"
-    extract([collection], out, sets=[parse_set("random:bn_mode=calibrated")], calibration_size=4)
+    extract([collection], out, sets=[parse_set("random:bn_mode=calibrated")], calibration_size=4, workers=0)
     _, items, sets = read_state(out)
     fs = sets["random-calibrated"]
     assert fs.config["calibration"]["n_clips"] == 4 and fs.config["bn_mode"] == "calibrated"
@@ -232,7 +237,7 @@ def test_calibrated_set_records_statistics_and_reuses_them(collection, tmp_path)
         y, sr = audio.load(collection / item_id)
         expected = convfeat.embed(y, sr, model=net)
         np.testing.assert_allclose(np.concatenate([fs.datasets[k][i] for k in LAYERS]), expected, atol=1e-5)
-    again = extract([collection], out, sets=[parse_set("random:bn_mode=calibrated")], calibration_size=4)
+    again = extract([collection], out, sets=[parse_set("random:bn_mode=calibrated")], calibration_size=4, workers=0)
     assert again.processed == 0
 
 
@@ -241,7 +246,7 @@ def test_manifest_and_list_inputs_keep_metadata(tmp_path):
     _write(src / "x.wav", tone(440, 1.0), 12000)
     _write(src / "y.wav", tone(880, 1.0), 12000)
     (tmp_path / "m.csv").write_text("path,label,artist\ndata/x.wav,A,alice\ndata/y.wav,B,bob\n")
-    extract([tmp_path / "m.csv"], tmp_path / "f.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT)
+    extract([tmp_path / "m.csv"], tmp_path / "f.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT, workers=0)
     _, items, _ = read_state(tmp_path / "f.h5")
     assert list(items.columns["id"]) == ["data/x.wav", "data/y.wav"]
     assert list(items.meta["label"]) == ["A", "B"] and list(items.meta["artist"]) == ["alice", "bob"]
@@ -258,7 +263,8 @@ def test_shards_partition_the_collection(collection, tmp_path):
     ids = [it["id"] for it in collect_items([collection])]
     parts = []
     for i in (1, 2, 3):
-        s = extract([collection], tmp_path / f"s{i}.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT, shard=f"{i}/3")
+        s = extract([collection], tmp_path / f"s{i}.h5", sets=[parse_set(SHORT_MODEL)], policy=SHORT, shard=f"{i}/3",
+                    workers=0)
         parts.append(sorted(read_state(tmp_path / f"s{i}.h5")[1].columns["id"]))
         assert s.total == len(parts[-1])
         assert all(shard_of(x, 3) == i for x in parts[-1])
@@ -283,7 +289,7 @@ def test_batches_never_exceed_batch_size(tmp_path, monkeypatch):
         return original(self, batch)
 
     monkeypatch.setattr(model_cls, "forward", spy)
-    extract([tmp_path / "in"], tmp_path / "f.h5", sets=[parse_set(SHORT_MODEL)], batch_size=3,
+    extract([tmp_path / "in"], tmp_path / "f.h5", sets=[parse_set(SHORT_MODEL)], batch_size=3, workers=0,
             policy=Policy(long="mean", hop_seconds=SHORT.window_seconds, window_seconds=SHORT.window_seconds))
     assert sum(sizes) == 8 and max(sizes) == 3
     _, feats, _, items = _features(tmp_path / "f.h5", SHORT_MODEL)

@@ -27,6 +27,10 @@ from convfeat.models import load_model
 
 from conftest import chirp, clicks, noise, tone
 
+# The module fixtures below (NumPy reference forwards, loaded models) are computed once per test
+# process: under xdist (`make test`) the whole module runs in one process (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("port")
+
 SR = 12000
 N = 348_000              # 29 s at 12 kHz
 N_FFT, HOP = 512, 256
@@ -113,14 +117,18 @@ def np_db(mel, per_clip: bool) -> np.ndarray:
 
 
 def np_conv(x, K, b) -> np.ndarray:
-    """'same' 3x3 cross-correlation, x (B, H, W, C) channels-last, K (3, 3, C, O)."""
-    B, H, W, _ = x.shape
+    """'same' 3x3 cross-correlation, x (B, H, W, C) channels-last, K (3, 3, C, O).
+
+    out[h, w] = sum over a, c, i of xp[h + a, w + c, i] * K[a, c, i] + b: the 3x3 neighbourhood
+    of every position as one row of 9·C values (im2col), times K as a (9·C, O) matrix."""
+    B, H, W, C = x.shape
     xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    out = np.zeros((B, H, W, K.shape[3]))
+    cols = np.empty((B, H, W, 3, 3, C))
     for a in range(3):
         for c in range(3):
-            out += np.tensordot(xp[:, a:a + H, c:c + W, :], K[a, c], axes=([3], [0]))
-    return out + b
+            cols[:, :, :, a, c, :] = xp[:, a:a + H, c:c + W, :]
+    out = cols.reshape(B * H * W, 9 * C) @ K.reshape(9 * C, K.shape[3])
+    return out.reshape(B, H, W, K.shape[3]) + b
 
 
 def np_elu(x):

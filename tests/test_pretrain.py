@@ -1,6 +1,7 @@
 """convfeat pretrain: learning, resuming, the trained model as a first-class model."""
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ from convfeat.models.input import InputConfig
 from convfeat.training.pretrain import PretrainError, pretrain, read_tag_manifest
 
 SR = 12000
+# The corpus, its decoded cache and the shared 2-epoch model are module fixtures: under xdist
+# (`make test`) the whole module runs in one process (--dist loadgroup), so they are made once.
+pytestmark = pytest.mark.xdist_group("pretrain")
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +48,16 @@ def _run(corpus, out, **kw):
     return pretrain(corpus / "manifest.csv", out, InputConfig("log", "per-frequency"), **args)
 
 
+@pytest.fixture(scope="module")
+def two_epochs(corpus, tmp_path_factory):
+    """One uninterrupted 2-epoch run (the same settings each test below would train with), shared:
+    the reference of the resume test, the model used as a model, the one whose weights are tampered
+    (in a copy)."""
+    out = tmp_path_factory.mktemp("two_epochs") / "m"   # a model is named after its folder: "m"
+    _run(corpus, out, epochs=2)
+    return out
+
+
 def test_manifest_reading(corpus):
     data = read_tag_manifest(corpus / "manifest.csv")
     assert set(data.tags) == {"low", "high", "noisy"}
@@ -63,9 +77,7 @@ def test_pretraining_lowers_loss_and_learns(corpus, tmp_path):
     assert meta["tags"] == list(read_tag_manifest(corpus / "manifest.csv").tags)
 
 
-def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path):
-    _run(corpus, tmp_path / "a", epochs=2)
-
+def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, two_epochs, tmp_path):
     def stop_in_epoch_2(phase, done, total):
         if phase.startswith("epoch 2"):
             raise KeyboardInterrupt
@@ -75,18 +87,18 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(corpus, tmp_path):
     assert not (tmp_path / "b" / "model.json").exists()
     rec = _run(corpus, tmp_path / "b", epochs=2)                  # resumes after epoch 1
     assert [h["epoch"] for h in rec["training"]["history"]] == [1, 2]
-    with np.load(tmp_path / "a" / "weights.npz") as a, np.load(tmp_path / "b" / "weights.npz") as b:
+    with np.load(two_epochs / "weights.npz") as a, np.load(tmp_path / "b" / "weights.npz") as b:
         for k in a.files:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     with pytest.raises(PretrainError, match="other settings"):
         _run(corpus, tmp_path / "b", epochs=2, lr=0.01)
 
 
-def test_trained_model_is_a_first_class_model(corpus, tmp_path):
+def test_trained_model_is_a_first_class_model(corpus, two_epochs, tmp_path):
     from convfeat import embed, load_model, tag
 
-    _run(corpus, tmp_path / "m", epochs=2)
-    net = load_model(str(tmp_path / "m"))
+    model = str(two_epochs)
+    net = load_model(model)
     assert net.bn_mode == "stored" and net.provenance["weights_sha256"]
     t = np.arange(3 * SR) / SR
     clips = [0.3 * np.sin(2 * np.pi * f * t) for f in (200.0, 1500.0, 700.0)]
@@ -98,14 +110,14 @@ def test_trained_model_is_a_first_class_model(corpus, tmp_path):
         alone = _forward(net, windows[k:k + 1])
         for key in ("layer1", "layer5", "tags"):
             np.testing.assert_allclose(alone[key][0], together[key][k], rtol=1e-5, atol=1e-6)
-    f = embed(clips[0], SR, model=str(tmp_path / "m"))
+    f = embed(clips[0], SR, model=model)
     assert f.shape == (160,) and np.isfinite(f).all()
     assert set(tag(clips[1], SR, model=net)) == {"low", "high", "noisy"}
 
     # and through the extract CLI, recorded by checksum
     h5 = tmp_path / "f.h5"
     res = CliRunner().invoke(app, ["extract", str(corpus / "00.wav"), str(corpus / "01.wav"),
-                                   "-o", str(h5), "-m", str(tmp_path / "m")])
+                                   "-o", str(h5), "-m", model, "--workers", "0"])
     assert res.exit_code == 0, res.output
     from convfeat import load
     ids, X = load(h5, "m")
@@ -114,10 +126,10 @@ def test_trained_model_is_a_first_class_model(corpus, tmp_path):
     np.testing.assert_allclose(X[0], embed(sf.read(corpus / "00.wav")[0], SR, model=net), rtol=1e-4, atol=1e-6)
 
 
-def test_tampered_weights_refused(corpus, tmp_path):
+def test_tampered_weights_refused(two_epochs, tmp_path):
     from convfeat import load_model
 
-    _run(corpus, tmp_path / "t", epochs=1)
+    shutil.copytree(two_epochs, tmp_path / "t")   # a trained model (a copy: the shared one stays intact)
     w = tmp_path / "t" / "weights.npz"
     data = bytearray(w.read_bytes())
     data[-100] ^= 1
