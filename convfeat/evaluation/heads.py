@@ -1,5 +1,7 @@
-"""Hyper-parameter grids and heads, and the engine that fits every grid point on one fold
-(SVC/SVR on precomputed kernels summed in libsvm's order, or the plain estimators)."""
+"""Hyper-parameter grids and heads, the per-fold engine that fits every grid point on one fold
+(SVC/SVR on precomputed kernels summed in libsvm's order, or the plain estimators), and the inner
+search of nested CV (every point on every inner fold, or successive halving over the inner folds).
+The engine that shares kernels across folds is :mod:`.kernels`."""
 from __future__ import annotations
 
 import warnings
@@ -14,6 +16,7 @@ STUDY_GAMMAS = tuple(0.5 ** i for i in (3, 5, 7, 9, 11, 13)) + ("auto",)
 LINEAR_C = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)         # logistic regression
 RIDGE_ALPHA = (1e-2, 0.1, 1.0, 10.0, 100.0, 1e3)        # ridge
 PRECOMPUTE_MAX_ITEMS = 5000   # above this the SVM head uses the plain estimators (memory)
+HALVING_FACTOR = 3            # successive halving: a third of the points go on to three times the folds
 
 
 # -- grids ------------------------------------------------------------------------------
@@ -259,3 +262,49 @@ def fold_outputs(X, y, task: str, train, test, points: list[dict], precompute: b
         for i in plain_idx:
             outputs[i], capped[i] = _fit_predict_plain(task, points[i], Z[:ntr], y_tr, Z[ntr:], max_iter)
     return outputs, capped
+
+
+# -- the inner search of nested CV -------------------------------------------------------------
+def _row_means(scores: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # rows without a defined score: NaN
+        return np.nanmean(scores, axis=1)
+
+
+def inner_search(score_fold, n_points: int, n_folds: int, search: str = "full",
+                 factor: int = HALVING_FACTOR) -> dict:
+    """Choose a grid point by inner cross-validation.
+
+    ``score_fold(f, idx)`` scores the points ``idx`` (a list) on inner fold ``f`` → (scores, capped
+    flags).  ``"full"``: every point on every fold; the first point with the best mean wins.
+    ``"halving"`` (successive halving, with the folds as the resource): every point on fold 1,
+    then the best ``1/factor`` of them by mean score so far (ties: grid order) on folds 2-3, the
+    best ``1/factor`` of those on folds 4-9 …, until all folds are used (or one point is left); the
+    survivor with the best mean wins.  With 64 points and 5 folds that is 64 + 22·2 + 8·2 = 124 fits instead of 320.
+
+    Returns ``{"best", "means" (over the folds each point was scored on), "scores" ((points, folds),
+    NaN where not scored), "n_capped" (per point), "n_fits"}``.
+    """
+    scores = np.full((n_points, n_folds), np.nan)
+    n_capped = np.zeros(n_points, int)
+    alive = np.arange(n_points)
+    done, budget, n_fits = 0, (n_folds if search == "full" else 1), 0
+    while True:
+        for f in range(done, min(n_folds, budget)):
+            s, caps = score_fold(f, alive.tolist())
+            scores[alive, f] = s
+            n_capped[alive] += np.asarray(caps, int)
+            n_fits += len(alive)
+        done = min(n_folds, budget)
+        means = _row_means(scores[:, :done])
+        if done == n_folds:
+            break
+        ranked = alive[np.argsort(-np.where(np.isfinite(means[alive]), means[alive], -np.inf), kind="stable")]
+        alive = np.sort(ranked[:-(-len(alive) // factor)])
+        if len(alive) == 1:   # the choice is made
+            break
+        budget *= factor
+    final = np.full(n_points, np.nan)
+    final[alive] = means[alive]
+    best = int(np.nanargmax(final)) if np.isfinite(final).any() else int(alive[0])
+    return {"best": best, "means": means, "scores": scores, "n_capped": n_capped, "n_fits": n_fits}

@@ -1,5 +1,6 @@
 """What an evaluation needs besides the data: :class:`EvaluationError`, the protocol
-and head names, and :class:`Options` (protocol, folds, head, grid, parallelism), checked once when made."""
+and head names, and :class:`Options` (protocol, folds, head, grid, engine, inner search, parallelism),
+checked once when made."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,6 +13,8 @@ from ..errors import InputError
 PROTOCOLS = ("nested", "study")
 HEADS = ("svm", "linear")
 SCALERS = ("auto", "both", "on", "off")
+ENGINES = ("shared", "fold")
+INNER_SEARCHES = ("halving", "full")
 PROTOCOL_LABELS = {
     "study": "study protocol: best grid point's mean CV score, hyper-parameters chosen on the same folds "
              "(optimistically biased)",
@@ -93,6 +96,17 @@ class Options:
         Precomputed SVM kernels (``"auto"``: up to :data:`PRECOMPUTE_MAX_ITEMS` items per fold).
     max_iter : int
         libsvm iterations per fit; -1: no cap.
+    engine : str
+        How the SVM grid is fitted; both give the same figures.  ``"shared"``: kernel matrices
+        computed once per feature set (unscaled) or fold (scaled) and shared by every grid point
+        and fold, fits spread over ``n_jobs`` threads (:mod:`.kernels`); ``"fold"``: the per-fold
+        engine, kernels computed again in every fold, ``n_jobs`` processes.  Heads other than a
+        precomputed-kernel SVM always use ``"fold"``.
+    inner_search : str
+        How nested CV chooses a point in each outer training fold: ``"halving"`` (successive
+        halving over the inner folds, :func:`.heads.inner_search`; about 2.6 times fewer inner
+        fits with 5 inner folds) or ``"full"`` (every point on every inner fold).  The study
+        protocol always scores every point.
     """
 
     protocol: str = "nested"
@@ -107,6 +121,8 @@ class Options:
     iid: bool | None = None
     precompute: bool | str = "auto"
     max_iter: int = DEFAULT_MAX_ITER
+    engine: str = "shared"
+    inner_search: str = "halving"
 
     def __post_init__(self) -> None:
         check_protocol(self.protocol)
@@ -125,6 +141,10 @@ class Options:
         _flag("shuffle", self.shuffle)
         _flag("iid", self.iid, (True, False, None))
         _flag("precompute", self.precompute, (True, False, "auto"))
+        if self.engine not in ENGINES:
+            raise EvaluationError(f"engine must be shared or fold, got {self.engine!r}")
+        if self.inner_search not in INNER_SEARCHES:
+            raise EvaluationError(f"inner_search must be halving or full, got {self.inner_search!r}")
         if self.grid is not None and (not self.grid or not all(isinstance(p, dict) for p in self.grid)):
             raise EvaluationError("grid must be a non-empty list of hyper-parameter points (dicts), e.g. "
                                   "grid_for('svm', 'classification')")

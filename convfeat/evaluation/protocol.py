@@ -1,17 +1,19 @@
 """The protocols: :func:`evaluate` one feature matrix and :func:`sweep` many on the same folds, under the
-study's procedure or nested CV, as independent (feature set, outer fold) work units across processes."""
+study's procedure or nested CV.  SVM grids on precomputed kernels run on the shared-kernel engine
+(:mod:`.kernels`: tasks per feature set, outer fold and scaler setting on threads, kernels shared);
+other heads, and ``engine="fold"``, run (feature set, outer fold) work units across processes."""
 from __future__ import annotations
 
-import os
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .heads import describe_point, fold_outputs, grid_for
+from .heads import PRECOMPUTE_MAX_ITEMS, describe_point, fold_outputs, grid_for
+from .kernels import SharedKernels, nested_unit, run_tasks, study_task
+from .kernels import cpu_count as cpu_count  # re-exported: protocol.cpu_count
 from .labels import check_target
-from .metrics import METRICS, metric_values, primary
+from .metrics import METRICS, metric_values
 from .options import PROTOCOL_LABELS, EvaluationError, Options, check_task
 from .splits import Splits, check_training_classes, inner_splits, make_splits
 from .stats import interval
@@ -43,6 +45,12 @@ class Result:
         inner CV chose in each outer fold.
     grid_scores : list of dict
         ``study``: every grid point's mean CV score (the primary metric).
+    grid_fold_scores : np.ndarray
+        ``study``: ``(points, folds)`` every grid point's primary-metric score on every fold.
+    inner_search : str
+        ``nested``: how the inner CV chose (``"halving"`` or ``"full"``).
+    inner_scores : list of np.ndarray
+        ``nested``: per outer fold, ``(points, inner folds)`` inner scores (NaN: not scored).
     ids, fold_of, y_true, y_pred : arrays
         Per-item predictions of the reported head (test items only);
         ``fold_of`` numbers the outer folds from 1 (fold ``f`` is
@@ -73,6 +81,9 @@ class Result:
     capped: list = field(default_factory=list)
     best_index: int = -1
     best_capped: bool = False
+    grid_fold_scores: np.ndarray | None = None
+    inner_search: str = ""
+    inner_scores: list = field(default_factory=list)
 
     @property
     def primary(self) -> str:
@@ -93,9 +104,17 @@ class Result:
         return {"metric": metric, "score": headline, "mean": mean, "std": std, "ci95": [lo, hi], "folds": s.tolist(),
                 "n_folds": k}
 
+    @property
+    def protocol_label(self) -> str:
+        """The protocol in words (nested CV: with the inner search)."""
+        label = PROTOCOL_LABELS[self.protocol]
+        if self.protocol == "nested" and self.inner_search == "halving":
+            label += " (successive halving over the inner folds)"
+        return label
+
     def to_dict(self) -> dict:
         return {"feature": self.feature, "target": self.target, "task": self.task, "protocol": self.protocol,
-                "protocol_label": PROTOCOL_LABELS[self.protocol], "head": self.head, "splits": self.splits,
+                "protocol_label": self.protocol_label, "head": self.head, "splits": self.splits,
                 "n_items": int(len(self.ids)), "n_features": self.n_features, "score": self.score,
                 "metric": self.primary, "metrics": {m: self.summary(m) for m in self.metrics},
                 "n_train": self.n_train.tolist(), "n_test": self.n_test.tolist(),
@@ -159,33 +178,12 @@ def _check_xy(X, y, task):
 
 # -- work units -----------------------------------------------------------------------
 def _study_unit(X, y, task, train, test, points, precompute, max_iter):
-    """Every grid point on one outer fold → (outputs, capped flags)."""
+    """Per-fold engine: every grid point on one outer fold → (outputs, capped flags)."""
     return fold_outputs(X, y, task, train, test, points, precompute, max_iter)
 
 
-def _nested_unit(X, y, task, train, test, points, inner, precompute, max_iter):
-    """Inner CV on the outer training fold → chosen point → refit → outer test outputs."""
-    Xtr, ytr = X[train], y[train]
-    scores = np.zeros((len(points), len(inner)))
-    n_capped = np.zeros(len(points), int)
-    for f, (itr, ite) in enumerate(inner):
-        outs, caps = fold_outputs(Xtr, ytr, task, itr, ite, points, precompute, max_iter)
-        n_capped += np.asarray(caps, int)
-        for i, o in enumerate(outs):
-            scores[i, f] = metric_values(task, ytr[ite], o, only_primary=True)[primary(task)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.nanmean(scores, axis=1)
-    best = int(np.nanargmax(means)) if np.isfinite(means).any() else 0
-    outs, caps = fold_outputs(X, y, task, train, test, [points[best]], precompute, max_iter)
-    if caps[0]:  # the head that is scored must be a converged fit
-        outs, caps = fold_outputs(X, y, task, train, test, [points[best]], precompute, -1)
-    return {"best": best, "means": means.tolist(), "out": outs[0], "capped": caps[0],
-            "inner_capped": n_capped.tolist()}
-
-
 def _units(job: _Job, X) -> list:
-    """The independent work units of one feature matrix (one per outer fold)."""
+    """The independent work units of one feature matrix for the per-fold engine (one per outer fold)."""
     o = job.opts
     units = []
     for train, test in job.splits:
@@ -193,9 +191,53 @@ def _units(job: _Job, X) -> list:
             units.append((_study_unit, (X, job.y, job.task, train, test, job.points, o.precompute, o.max_iter)))
         else:
             inner = inner_splits(job.y, job.task, train, o.inner_folds, job.splits, job.classes)
-            units.append((_nested_unit, (X, job.y, job.task, train, test, job.points, inner, o.precompute,
-                                         o.max_iter)))
+            units.append((nested_unit, (X, job.y, job.task, train, test, job.points, inner,
+                                         ("fold", o.precompute), o.max_iter, o.inner_search)))
     return units
+
+
+def _shared_engine(job: _Job, n_items: int) -> bool:
+    """Whether the shared-kernel engine runs this job: an SVM grid on precomputed kernels."""
+    o = job.opts
+    if o.engine != "shared" or not all("kernel" in p for p in job.points):
+        return False
+    return o.precompute is True or (o.precompute == "auto" and n_items <= PRECOMPUTE_MAX_ITEMS)
+
+
+def _shared_tasks(job: _Job, name: str, X) -> list:
+    """The shared engine's tasks of one feature matrix: (key, function, arguments)."""
+    o, pts = job.opts, job.points
+    off = [i for i, p in enumerate(pts) if not p["scaler"]]
+    on = [i for i, p in enumerate(pts) if p["scaler"]]
+    shared = SharedKernels(X, len(job.splits), any(pts[i]["kernel"] != "linear" for i in off)) if off else None
+    tasks = []
+    for f, (train, test) in enumerate(job.splits):
+        if o.protocol == "study":
+            tasks += [((name, f, "off"), study_task, (X, job.y, job.task, train, test, pts, off, shared, o.max_iter))
+                      ] if off else []
+            tasks += [((name, f, "on"), study_task, (X, job.y, job.task, train, test, pts, on, None, o.max_iter))
+                      ] if on else []
+        else:
+            inner = inner_splits(job.y, job.task, train, o.inner_folds, job.splits, job.classes)
+            tasks.append(((name, f), nested_unit, (X, job.y, job.task, train, test, pts, inner, ("shared", shared),
+                                                    o.max_iter, o.inner_search)))
+    return tasks
+
+
+def _run_shared(job: _Job, names: list, mats: dict, progress) -> dict:
+    """Every task of every feature matrix on ``n_jobs`` threads → ``{(name, fold): unit output}``."""
+    tasks = []
+    for name in sorted(names, key=lambda n: -mats[n].shape[1]):   # largest first (better packing)
+        tasks += _shared_tasks(job, name, mats[name])
+    done = run_tasks(tasks, job.opts.n_jobs, progress)
+    if job.opts.protocol != "study":
+        return done
+    merged: dict = {}
+    for (name, f, _), (idx, outs, caps) in done.items():
+        o, c = merged.setdefault((name, f), ([None] * len(job.points), [False] * len(job.points)))
+        for i, out, cap in zip(idx, outs, caps):
+            o[i], c[i] = out, cap
+    return merged
 
 
 def _limited(fn, args):
@@ -217,15 +259,11 @@ def _run_units(units, n_jobs: int):
 
 
 def _run_all(all_units: list, order: list, n_jobs: int, progress) -> dict:
-    """Run ``all_units[i] = (name, fold, (fn, args))`` in ``order`` → ``{(name, fold): output}``."""
-    outputs: dict = {}
+    """Per-fold engine: run ``all_units[i] = (name, fold, (fn, args))`` in ``order`` on ``n_jobs``
+    processes → ``{(name, fold): output}``."""
     if n_jobs == 1:
-        for n_done, i in enumerate(order, 1):
-            name, j, (fn, args) = all_units[i]
-            outputs[(name, j)] = fn(*args)
-            if progress:
-                progress(n_done, len(order))
-        return outputs
+        return run_tasks([((name, j), fn, args) for name, j, (fn, args) in (all_units[i] for i in order)], 1,
+                            progress)
     from joblib import Parallel, delayed
 
     try:
@@ -233,20 +271,13 @@ def _run_all(all_units: list, order: list, n_jobs: int, progress) -> dict:
     except TypeError:  # joblib < 1.3: no generator, no progress until the end
         par = Parallel(n_jobs=n_jobs)
     gen = par(delayed(_limited)(all_units[i][2][0], all_units[i][2][1]) for i in order)
+    outputs: dict = {}
     for n_done, (i, out) in enumerate(zip(order, gen), 1):
         name, j, _ = all_units[i]
         outputs[(name, j)] = out
         if progress:
             progress(n_done, len(order))
     return outputs
-
-
-def cpu_count() -> int:
-    """Cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover
-        return max(1, os.cpu_count() or 1)
 
 
 # -- from unit outputs to a Result ----------------------------------------------------------
@@ -284,7 +315,7 @@ def _study_choice(job: _Job, unit_results, n_test) -> dict:
     return {"chosen": chosen, "outs": [outs[best] for outs, _ in unit_results], "score": float(means[best]),
             "grid_scores": [{"params": describe_point(p), "score": float(m), "capped_folds": int(c.sum())}
                             for p, m, c in zip(points, means, caps)],
-            "notes": notes, "best": best, "best_capped": bool(caps[best].any())}
+            "notes": notes, "best": best, "best_capped": bool(caps[best].any()), "scores": scores}
 
 
 def _nested_choice(job: _Job, unit_results) -> dict:
@@ -294,7 +325,7 @@ def _nested_choice(job: _Job, unit_results) -> dict:
     notes = [f"{describe_point(p)}: stopped at max_iter={job.opts.max_iter} in {int(c)} inner fits"
              for p, c in zip(job.points, inner) if c]
     return {"chosen": chosen, "outs": [u["out"] for u in unit_results], "score": None, "grid_scores": [],
-            "notes": notes}
+            "notes": notes, "scores": [u["scores"] for u in unit_results]}
 
 
 def _per_item(job: _Job, outs_best) -> tuple:
@@ -338,6 +369,10 @@ def _assemble(job: _Job, feature: str, unit_results, seconds: float, n_features:
     if study:
         res.best_index = c["best"]
         res.best_capped = c["best_capped"]
+        res.grid_fold_scores = c["scores"]
+    else:
+        res.inner_search = job.opts.inner_search
+        res.inner_scores = c["scores"]
     return res
 
 
@@ -436,11 +471,14 @@ def sweep(features: dict, y, task: str = "classification", protocol: str | None 
     mats = {name: _check_xy(features[name], y_enc, task) for name in names}
     ids = np.arange(len(y_enc)).astype(str) if ids is None else np.asarray(ids)
     job = _Job(task, y_enc, classes, ids, splits, points, opts, target)
-    all_units = [(name, j, unit) for name in names for j, unit in enumerate(_units(job, mats[name]))]
-    # largest feature sets first (better packing across processes)
-    order = sorted(range(len(all_units)), key=lambda i: -mats[all_units[i][0]].shape[1])
     start = time.perf_counter()
-    outputs = _run_all(all_units, order, opts.n_jobs, progress)
+    if _shared_engine(job, len(y_enc)):
+        outputs = _run_shared(job, names, mats, progress)
+    else:
+        all_units = [(name, j, unit) for name in names for j, unit in enumerate(_units(job, mats[name]))]
+        # largest feature sets first (better packing across processes)
+        order = sorted(range(len(all_units)), key=lambda i: -mats[all_units[i][0]].shape[1])
+        outputs = _run_all(all_units, order, opts.n_jobs, progress)
     seconds = time.perf_counter() - start
     results = []
     for name in names:
