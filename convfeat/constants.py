@@ -28,6 +28,7 @@ MFCC_WIDTH = 120                 # 20 MFCCs x (value, delta, delta-delta) x (mea
 
 # -- batch normalisation policies (see models/compact.py) ----------------------------
 BN_MODES = ("batch", "instance", "calibrated", "stored")
+STUDY_BATCH_SIZE = 256           # clips per batch of the study's extraction (what bn_mode batch defaults to)
 
 # -- evaluation tasks -----------------------------------------------------------------
 TASKS = ("classification", "regression", "multilabel")

@@ -17,7 +17,7 @@ An experiment is a TOML file::
     short = "repeat"                   # repeat | pad
     long = "first"                     # first | mean
     hop = 29.0                         # seconds between windows (long = "mean")
-    batch_size = 8
+    batch_size = 8                     # default 8; 256 (the study's) with a bn_mode=batch set
     calibration_size = 256             # bn_mode=calibrated: clips in the calibration sample
     calibration_seed = 0
 
@@ -26,7 +26,7 @@ An experiment is a TOML file::
     layers = "12345"                   # or "12345,123,5", or "all" (the 31 subsets)
     label = "label"                    # or targets = ["arousal"], or tags = "tags" (+ tag_separator)
     key_column = "id"                  # manifest column naming the items
-    fold_column = "fold"               # or split_column / group_column, or n_folds = 10
+    fold_column = "fold"               # or split_column, or n_folds = 10; group_column combines with any
     shuffle = false                    # shuffle before making folds, with seed = 0
     protocol = "nested"                # nested | study
     inner_folds = 5                    # nested CV
@@ -248,7 +248,7 @@ def _extract_steps(passes: list, manifest: Path, features_file: Path, steps: dic
         set_names += [s.resolved_name() for s in specs]
         log(f"[extract {k + 1}/{len(passes)}] {', '.join(s.resolved_name() for s in specs)} "
             f"(short={policy.short}, long={policy.long})")
-        summary = extract([manifest], features_file, specs, policy, batch_size=int(p.get("batch_size", 8)),
+        summary = extract([manifest], features_file, specs, policy, batch_size=p.get("batch_size"),
                           workers=workers, calibration_size=int(p.get("calibration_size", 256)),
                           calibration_seed=int(p.get("calibration_seed", 0)), progress=progress,
                           command=command, log=log)

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from convfeat import datasets
 from convfeat.cli.datasets import register
 from convfeat.datasets import DatasetError, MissingFilesError
+from convfeat.datasets.base import audio_files
 
 from conftest import shared_path
 
@@ -64,6 +65,61 @@ def us8k_tree(root: Path) -> Path:
     return root
 
 
+US8K_SLICES = [("100032-3-0-0.wav", 5), ("100263-2-0-117.wav", 5), ("7061-6-0-0.wav", 1), ("99812-1-2-0.wav", 10),
+               ("14113-4-0-1.wav", 2), ("57320-0-0-7.wav", 3), ("57320-0-0-24.wav", 3), ("24074-1-0-3.wav", 4),
+               ("102305-6-0-0.wav", 6), ("180937-7-3-27.wav", 7), ("17973-2-0-12.wav", 8), ("46669-4-0-35.wav", 9),
+               ("135160-8-0-0.wav", 10), ("155202-9-0-69.wav", 1), ("22347-3-0-0.wav", 2), ("127873-0-0-0.wav", 4)]
+US8K_PUBLISHED = {0: "air_conditioner", 1: "car_horn", 2: "children_playing", 3: "dog_bark", 4: "drilling",
+                  5: "engine_idling", 6: "gun_shot", 7: "jackhammer", 8: "siren", 9: "street_music"}
+
+
+def us8k_folders(parent: Path) -> Path:
+    """Plain fold1 … fold10 folders of official-style file names, no metadata."""
+    for name, fold in US8K_SLICES:
+        put(parent / f"fold{fold}" / name)
+    return parent
+
+
+@pytest.mark.parametrize("under", ["audio", ""])
+def test_urbansound8k_fold_folders_without_metadata(tmp_path, under):
+    root = tmp_path / "us8k"
+    us8k_folders(root / under if under else root)
+    df = datasets.manifest("urbansound8k", root)
+    check_common(df, root)
+    prefix = f"{under}/" if under else ""
+    want = sorted((f"{prefix}fold{fold}/{name}", name, fold) for name, fold in US8K_SLICES)
+    assert list(df["id"]) == [w[0] for w in want]
+    assert list(df["fold"]) == [w[2] for w in want]
+    assert list(df["group"].astype(str)) == [w[1].split("-")[0] for w in want]
+    assert list(df["label"]) == [US8K_PUBLISHED[int(w[1].split("-")[1])] for w in want]
+    assert list(df["slice"]) == [int(w[1].split("-")[3][:-4]) for w in want]
+    # the two slices of recording 57320 share a group (and the official fold)
+    assert set(df.loc[df["group"].astype(str) == "57320", "fold"]) == {3}
+
+
+def test_urbansound8k_ids_stay_relative_to_root_through_symlinks(tmp_path):
+    data = us8k_tree(tmp_path / "real")                    # the metadata layout, stored elsewhere
+    root = tmp_path / "view"
+    (root / "metadata").mkdir(parents=True)
+    (root / "audio").symlink_to(data / "audio", target_is_directory=True)
+    (root / "metadata" / "UrbanSound8K.csv").symlink_to(data / "metadata" / "UrbanSound8K.csv")
+    want = ["audio/fold1/7061-6-0-0.wav", "audio/fold10/99812-1-2-0.wav", "audio/fold5/100032-3-0-0.wav",
+            "audio/fold5/100263-2-0-117.wav"]
+    assert list(datasets.manifest("urbansound8k", root)["id"]) == want
+    # fold folders that are themselves links, and a ROOT that is a link, without metadata
+    folders = us8k_folders(tmp_path / "store")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for fold in range(1, 11):
+        (plain / f"fold{fold}").symlink_to(folders / f"fold{fold}", target_is_directory=True)
+    link = tmp_path / "link"
+    link.symlink_to(plain, target_is_directory=True)
+    ids = list(datasets.manifest("urbansound8k", link)["id"])
+    assert ids == sorted(f"fold{fold}/{name}" for name, fold in US8K_SLICES)
+    # the generic folder walk follows linked folders too, under their path through the link
+    assert [p.relative_to(link).as_posix() for p in audio_files(link)] == ids
+
+
 def test_urbansound8k(tmp_path):
     root = us8k_tree(tmp_path / "UrbanSound8K")
     df = datasets.manifest("urbansound8k", root)
@@ -89,8 +145,9 @@ def test_urbansound8k_missing_files_reported_not_dropped(tmp_path):
 
 
 def test_urbansound8k_wrong_root(tmp_path):
-    with pytest.raises(DatasetError, match=r"no UrbanSound8K.csv found under .* \(looked in "
-                                           r"ROOT/metadata/UrbanSound8K.csv, ROOT/UrbanSound8K.csv"):
+    with pytest.raises(DatasetError, match=r"no UrbanSound8K.csv and no fold1 … fold10 folders found under .* "
+                                           r"\(looked in ROOT/metadata/UrbanSound8K.csv, ROOT/UrbanSound8K.csv.*; for "
+                                           r"folders in ROOT/audio, ROOT, ROOT/UrbanSound8K/audio\)"):
         datasets.manifest("urbansound8k", tmp_path)
 
 
@@ -418,7 +475,8 @@ def test_write_manifest_atomic_roundtrip(tmp_path):
     assert back["id"].tolist() == df["id"].tolist() and back["fold"].tolist() == [1, 10, 5, 5]
     assert [p.name for p in out.parent.iterdir()] == ["m.csv"]      # no temporary left behind
     (root / "metadata" / "UrbanSound8K.csv").unlink()
-    with pytest.raises(DatasetError):
+    put(root / "audio" / "fold1" / "notes.wav")      # without the CSV the names are the labels: refused
+    with pytest.raises(DatasetError, match="do not have UrbanSound8K's official names"):
         datasets.write_manifest("urbansound8k", root, out)
     assert pd.read_csv(out)["id"].tolist() == df["id"].tolist()     # a failed run leaves the old file
 

@@ -70,3 +70,23 @@ def test_emomusic_arousal_12345_is_0650(study_files):
     assert r.score == pytest.approx(0.650, abs=EMO_TOLERANCE)
     assert r.params[0]["kernel"] == "rbf"  # the reported point converged (fits stopped at the cap are not it)
     assert not any("REPORTED" in c for c in r.capped)
+
+
+def test_study_folder_tasks_keep_their_names():
+    """`import --study` finds tasks by their files; the three datasets of ../shared/paper keep the names the
+    study used (results.csv's task column), and results.csv itself is not a task."""
+    from convfeat.store.importer import STUDY_TASKS, study_tasks
+
+    assert study_tasks(shared_path("paper")) == STUDY_TASKS
+
+
+def test_gtzan_genre_block5_alone_reproduces(study_files):
+    """On GTZAN (30-s clips) the released block-5 array is the published one: subset 5 alone gives the published
+    0.788 (docs/study_reproduction.md, "Is a released task's block 5 the published one?")."""
+    files, published = study_files
+    info = files("gtzan_genre")
+    out = ev.run([info["features"]], info["labels"], label_column="label", features="choi2017", layers="5",
+                 protocol="study", n_jobs=1)
+    (r,) = out["results"]
+    assert _published(published, "gtzan_genre", "5") == 0.788
+    assert r.score == pytest.approx(0.788, abs=1e-12)

@@ -52,8 +52,11 @@ def evaluate_cmd(
                                              "item ids or paths)."),
     fold_column: Optional[str] = typer.Option(None, help="Predefined folds: each value is one test fold."),
     split_column: Optional[str] = typer.Option(None, help="Fixed split: train (or valid/dev) vs test."),
-    group_column: Optional[str] = typer.Option(None, help="Groups (artist, speaker, …) kept out of their own test "
-                                               "fold: group-aware k-fold."),
+    group_column: Optional[str] = typer.Option(None, help="Groups (recording, artist, speaker, …) never on both "
+                                               "sides of a fold: group-aware k-fold, and with --fold-column or "
+                                               "--split-column group-aware inner folds of nested CV. Default with "
+                                               "--fold-column/--split-column: the labels' 'group' column if any "
+                                               "(the datasets' manifests have one)."),
     features: Optional[str] = typer.Option(None, "--features", "-f", help="Feature sets, comma-separated "
                                            "(choi2017,random,mfcc; a+b concatenates; FILE:set when several files "
                                            "hold the name). Default: every set."),
@@ -72,7 +75,8 @@ def evaluate_cmd(
                                   "code ran: its scaler never switched on) and both otherwise."),
     inner_folds: int = typer.Option(5, min=2, help="Inner folds of nested CV."),
     baselines: Optional[str] = typer.Option(None, help="Baseline feature sets for the paired tests (default: sets "
-                                            "named mfcc* or random*)."),
+                                            "named mfcc* or random*). A set is paired with a baseline's same layer "
+                                            "subset, else with the baseline's best subset (said in the report)."),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Processes (0 = all cores)."),
     max_iter: int = typer.Option(1_000_000, help="libsvm iterations per fit (-1: no cap). Fits that stop at the "
                                  "cap are listed in the report."),
@@ -138,8 +142,10 @@ def import_cmd(
     id_column: Optional[str] = typer.Option(None, help="Id column of the CSV source or of --ids."),
     path_column: Optional[str] = typer.Option(None, help="Column of --ids to store as the items' path."),
     split_layers: Optional[int] = typer.Option(None, min=1, max=5, help="Split one (N, k·w) array into k layers."),
-    study: Optional[Path] = typer.Option(None, help="Import the study's stored features from this folder "
-                                         "(../shared/paper): one file per dataset in --out, sets choi2017 and mfcc."),
+    study: Optional[Path] = typer.Option(None, help="Import the study's stored features from this folder: every "
+                                         "<task>.csv + <task>_layer_{0..4}.npy (+ <task>_mfcc.npy) of the study's "
+                                         "release (e.g. ../shared/paper), whatever the task's name; one file per "
+                                         "task in --out, sets choi2017 and mfcc."),
 ):
     """Import foreign embeddings into a convfeat feature file, to evaluate them with the same protocol.
 

@@ -37,7 +37,14 @@ def extract_cmd(
     long: LongPolicy = typer.Option(LongPolicy.first, help="Audio longer than 29 s: use the first window "
                                     "(the study) or average the features of all windows (see --hop)."),
     hop: float = typer.Option(29.0, min=0.1, help="Seconds between window starts with --long mean."),
-    batch_size: int = typer.Option(8, min=1, help="Windows per inference batch (across files)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Windows per inference batch (across files). "
+                                             "Default 8, or 256 (the study's) when a set has bn_mode batch, whose "
+                                             "features depend on the batch; other sets' do not."),
+    batch_order: Optional[str] = typer.Option(None, help="bn_mode batch sets only: the order items enter the "
+                                              "batches, shuffled (default, seeded by --batch-seed, as the study) or "
+                                              "sorted (by id). Recorded in the set's config."),
+    batch_seed: Optional[int] = typer.Option(None, help="bn_mode batch sets only: seed of the shuffled order "
+                                             "(default 0)."),
     workers: int = typer.Option(1, min=0, help="Decoding worker processes, which overlap decoding with inference (0: decode in the main process)."),
     device: Device = typer.Option(Device.auto, help="Inference device; auto = cuda when available."),
     shard: Optional[str] = typer.Option(None, help="Process only shard I of N (I/N, 1-based): a stable hash "
@@ -64,7 +71,8 @@ def extract_cmd(
     summary = ex.extract([str(p) for p in inputs], out, sets, policy, batch_size=batch_size, workers=workers,
                          device=device.value, shard=shard, strict=strict, calibration_size=calibration_size,
                          calibration_seed=calibration_seed, progress=not quiet and sys.stderr.isatty(),
-                         command=" ".join(["convfeat"] + sys.argv[1:]), log=log)
+                         command=" ".join(["convfeat"] + sys.argv[1:]), log=log, batch_order=batch_order,
+                         batch_seed=batch_seed)
     if not quiet:
         if summary.processed == 0 and not summary.failed:
             typer.echo(f"nothing to do: all {summary.total} items are already done in {summary.path} "

@@ -19,6 +19,7 @@ metadata   anything else useful (``start`` / ``end`` seconds of segment items, â
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -63,9 +64,23 @@ def audio_stem(name: str) -> str:
     return name[: -len(suffix)] if suffix.lower() in AUDIO_EXTENSIONS else name
 
 
+def _walk(folder: Path):
+    """Every file under ``folder``, following symbolic links to folders (each real folder once: no loops)."""
+    seen = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        for f in files:
+            yield Path(top) / f
+
+
 def audio_files(folder: Path, recursive: bool = True) -> list[Path]:
-    """Audio files under ``folder`` (hidden files such as ``._x.wav`` skipped), sorted."""
-    it = folder.rglob("*") if recursive else folder.iterdir()
+    """Audio files under ``folder`` (hidden files such as ``._x.wav`` skipped; folders reached through
+    symbolic links included, under their path through the link), sorted."""
+    it = _walk(folder) if recursive else folder.iterdir()
     return sorted(p for p in it if is_audio(p) and not any(part.startswith(".") for part in
                                                             p.relative_to(folder).parts))
 
@@ -112,7 +127,13 @@ def resolve_audio(folder: Path, filename: str) -> Path | None:
 
 
 def rel_id(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` (posix); the absolute posix path if outside it."""
+    """``path`` relative to ``root`` (posix), as reached from ROOT: a file under a symbolic link inside ROOT
+    (``ROOT/audio -> /data/us8k/audio``) keeps its path through the link; else relative to ROOT's real
+    folder; the absolute posix path if outside it."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        pass
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:

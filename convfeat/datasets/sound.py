@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .base import (Adapter, DatasetError, audio_files, find_first, parse_bool, parse_int, read_table, rel_id,
-                   resolve_audio, stratified_folds, subfolders)
+from .base import (MAX_LISTED, Adapter, DatasetError, audio_files, audio_stem, find_first, looked_in, parse_bool,
+                   parse_int, read_table, rel_id, resolve_audio, stratified_folds, subfolders)
 
 
 def _int(value: str, where: str) -> int:
@@ -25,21 +25,39 @@ def _float(value: str, where: str) -> float:
         raise DatasetError(f"{where}: not a number: {value!r}") from None
 
 
+# The dataset's classes by classID, as the dataset publishes them (UrbanSound8K README / Salamon et al. 2014).
+US8K_CLASSES = ("air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling", "engine_idling",
+                "gun_shot", "jackhammer", "siren", "street_music")
+US8K_FOLDS = 10
+US8K_NAME = re.compile(r"(\d+)-(\d)-(\d+)-(\d+)")   # [fsID]-[classID]-[occurrenceID]-[sliceID].wav
+
+
 class UrbanSound8K(Adapter):
-    """UrbanSound8K: slices listed in ``UrbanSound8K.csv``, official folds 1–10."""
+    """UrbanSound8K: slices listed in ``UrbanSound8K.csv``, official folds 1–10; without the CSV, the
+    ``fold1`` … ``fold10`` folders and the official file names (fsID, classID in the name)."""
 
     name = "urbansound8k"
     description = "UrbanSound8K: 8732 urban sound excerpts, 10 classes (Salamon et al. 2014)"
     task = "classification"
     layout = ("`metadata/UrbanSound8K.csv` (slice_file_name, fsID, start, end, salience, fold, classID, "
-              "class) + `audio/fold1..10/<slice_file_name>`")
-    columns = "`label` = class; `group` = fsID; `class_id`, `start`, `end`, `salience`"
+              "class) + `audio/fold1..10/<slice_file_name>`; or, without the CSV, `fold1..10/` (under ROOT or "
+              "`ROOT/audio`) holding the official `[fsID]-[classID]-[occurrenceID]-[sliceID].wav` files")
+    columns = ("`label` = class (from classID and the published class list without the CSV); `group` = fsID; "
+               "`class_id`; `start`, `end`, `salience` (CSV only); `occurrence`, `slice` (file names only)")
     folds = "`fold` 1–10 (official; use them, never shuffle: slices of one recording share a fold)"
     CANDIDATES = ("metadata/UrbanSound8K.csv", "UrbanSound8K.csv", "UrbanSound8K/metadata/UrbanSound8K.csv")
+    FOLD_PARENTS = ("audio", "", "UrbanSound8K/audio")
 
     def rows(self, root: Path):
-        """One row per slice listed in UrbanSound8K.csv (sorted by id)."""
-        meta = find_first(root, self.CANDIDATES, Path.is_file, "UrbanSound8K.csv")
+        """One row per slice listed in UrbanSound8K.csv, or per file of the fold folders (sorted by id)."""
+        meta = find_first(root, self.CANDIDATES, Path.is_file)
+        if meta is None:
+            parent = find_first(root, self.FOLD_PARENTS, lambda p: (p / "fold1").is_dir())
+            if parent is None:
+                raise DatasetError(f"no UrbanSound8K.csv and no fold1 … fold10 folders found under {root} (looked "
+                                   f"in {looked_in(root, self.CANDIDATES)}; for folders in "
+                                   f"{looked_in(root, self.FOLD_PARENTS)})")
+            return self._rows_from_names(root, parent)
         base = meta.parent.parent if meta.parent.name == "metadata" else meta.parent
         df = read_table(meta, ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"])
         rows, missing = [], []
@@ -57,6 +75,30 @@ class UrbanSound8K(Adapter):
                          "salience": _int(r["salience"], where)})
         rows.sort(key=lambda x: x["id"])
         return rows, missing, len(df), f"files listed in {rel_id(meta, root)}"
+
+    def _rows_from_names(self, root: Path, parent: Path):
+        """Rows of the audio files in ``parent/fold1`` … ``fold10``, labelled from their official names."""
+        rows, odd = [], []
+        for fold in range(1, US8K_FOLDS + 1):
+            folder = parent / f"fold{fold}"
+            if not folder.is_dir():
+                continue
+            for path in audio_files(folder, recursive=False):
+                m = US8K_NAME.fullmatch(audio_stem(path.name))
+                if m is None or int(m.group(2)) >= len(US8K_CLASSES):
+                    odd.append(rel_id(path, root))
+                    continue
+                fs_id, class_id, occurrence, slice_id = m.groups()
+                rows.append({"id": rel_id(path, root), "path": str(path.resolve()),
+                             "label": US8K_CLASSES[int(class_id)], "fold": fold, "group": fs_id,
+                             "class_id": int(class_id), "occurrence": int(occurrence), "slice": int(slice_id)})
+        if odd:
+            shown = ", ".join(odd[:MAX_LISTED]) + (", …" if len(odd) > MAX_LISTED else "")
+            raise DatasetError(f"{len(odd)} audio file(s) in the fold folders do not have UrbanSound8K's official "
+                               f"names [fsID]-[classID 0-9]-[occurrenceID]-[sliceID].wav (first: {shown}); without "
+                               "metadata/UrbanSound8K.csv the names are the labels")
+        rows.sort(key=lambda x: x["id"])
+        return rows, [], len(rows), f"files in the fold folders of {parent}"
 
 
 class ESC50(Adapter):

@@ -66,7 +66,7 @@ from .protocol import Result, cpu_count, evaluate, sweep
 from .report import format_table, json_safe, write_report
 from .run import FeatureSpec, feature_specs, layer_subsets, run
 from .splits import Splits, inner_splits, legacy_stratified_folds, make_splits
-from .stats import compare, paired_test
+from .stats import compare, min_wilcoxon_p, pair_baselines, paired_test
 
 # The old module's private names that bench/evaluate.py and the tests use.
 _describe_point = describe_point
@@ -76,7 +76,7 @@ _inner_splits = inner_splits
 __all__ = [
     "TASKS", "PROTOCOLS", "HEADS", "METRICS", "EvaluationError", "Labels", "Splits", "Result",
     "load_labels", "make_splits", "legacy_stratified_folds", "svm_grid", "linear_grid", "grid_for",
-    "evaluate", "sweep", "paired_test", "compare", "layer_subsets", "write_report", "format_table",
+    "evaluate", "sweep", "paired_test", "compare", "pair_baselines", "min_wilcoxon_p", "layer_subsets", "write_report", "format_table",
     "Options", "PROTOCOL_LABELS", "DEFAULT_MAX_ITER", "STUDY_C", "STUDY_GAMMAS", "LINEAR_C", "RIDGE_ALPHA",
     "PRECOMPUTE_MAX_ITEMS", "FeatureSpec", "feature_specs", "run", "cpu_count",
 ]

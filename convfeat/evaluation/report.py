@@ -14,6 +14,9 @@ from .heads import describe_point
 from .labels import Labels
 from .options import PROTOCOL_LABELS
 from .protocol import Result
+from .stats import BEST_PAIRING
+
+_BEST = " (its best subset)"
 
 
 # -- numbers and tables ---------------------------------------------------------------------
@@ -51,7 +54,8 @@ def format_table(results: Sequence[Result], tests: Sequence[dict] = (), digits: 
             row += [_fmt(s["score"], digits), _fmt(s["std"], digits),
                     f"[{_fmt(s['ci95'][0], digits)}, {_fmt(s['ci95'][1], digits)}]"]
         vs = best_test.get((r.target, r.feature), [])
-        row.append("; ".join(f"{t['baseline']}: {t['mean_diff']:+.{digits}f}, p {_fmt_p(t['p'])}" for t in vs) or "")
+        row.append("; ".join(f"{t['baseline']}{_BEST if t.get('pairing') == BEST_PAIRING else ''}: "
+                             f"{t['mean_diff']:+.{digits}f}, p {_fmt_p(t['p'])}" for t in vs) or "")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -212,8 +216,9 @@ def _prediction_rows(r: Result, labels: Labels | None) -> list:
     return rows
 
 
-_TEST_COLUMNS = ["target", "feature", "baseline", "metric", "mean_diff", "ci95_low", "ci95_high", "t", "p", "p_ttest",
-                 "p_wilcoxon", "wins", "ties", "losses", "n_folds", "method"]
+_TEST_COLUMNS = ["target", "feature", "baseline", "pairing", "metric", "mean_diff", "ci95_low", "ci95_high", "t", "p", "p_ttest",
+                 "p_wilcoxon", "wins", "ties", "losses", "n_folds", "method",
+                 "wilcoxon_note"]
 
 
 def _tables(out: Path, results, tests, labels, files: dict) -> None:
@@ -261,14 +266,20 @@ def _md_scores(meta: dict, results, tests) -> list:
     md.append(format_table(results, tests))
     if tests:
         md += ["", "## Paired tests against baselines", "",
-               "Same folds; Δ = feature − baseline; p of the corrected resampled t-test (plain paired t-test and "
-               "Wilcoxon beside it).", "",
+               "Same folds, like for like: a feature is paired with a baseline's same layer subset, or, when the "
+               f"baseline lacks it, with the baseline's best subset (marked{_BEST}). Δ = feature − baseline; p of "
+               "the corrected resampled t-test (plain paired t-test and Wilcoxon beside it).", "",
                "| target | features | baseline | metric | Δ | 95% CI | p | p (t-test) | p (Wilcoxon) | W/T/L |",
                "|---|---|---|---|---|---|---|---|---|---|"]
         for t in tests:
-            md.append(f"| {t['target']} | {t['feature']} | {t['baseline']} | {t['metric']} | {t['mean_diff']:+.3f} | "
-                      f"[{_fmt(t['ci95'][0])}, {_fmt(t['ci95'][1])}] | {_fmt_p(t['p'])} | {_fmt_p(t['p_ttest'])} | "
-                      f"{_fmt_p(t['p_wilcoxon'])} | {t['wins']}/{t['ties']}/{t['losses']} |")
+            best = _BEST if t.get("pairing") == BEST_PAIRING else ""
+            md.append(f"| {t['target']} | {t['feature']} | {t['baseline']}{best} | {t['metric']} | "
+                      f"{t['mean_diff']:+.3f} | [{_fmt(t['ci95'][0])}, {_fmt(t['ci95'][1])}] | {_fmt_p(t['p'])} | "
+                      f"{_fmt_p(t['p_ttest'])} | {_fmt_p(t['p_wilcoxon'])}{'*' if t.get('wilcoxon_note') else ''} | "
+                      f"{t['wins']}/{t['ties']}/{t['losses']} |")
+        why = sorted({t["wilcoxon_note"] for t in tests if t.get("wilcoxon_note")})
+        if why:
+            md += [""] + [f"\\* {w}." for w in why]
     return md
 
 

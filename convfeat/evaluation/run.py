@@ -18,6 +18,8 @@ from .options import DEFAULT_MAX_ITER, EvaluationError, Options
 from .protocol import sweep
 from .report import write_report
 from .splits import make_splits
+
+DEFAULT_GROUP_COLUMN = "group"   # the group column the dataset adapters write (convfeat.datasets)
 from .stats import compare
 
 # The feature files are read lazily (inside the functions): convfeat.store.read imports h5py, which
@@ -184,8 +186,9 @@ def _load_all(files: list, specs: list) -> tuple[dict, list, list]:
     return loaded, [i for i in first_ids if i in common], notes
 
 
-def _match_labels(files: list, labels, item_ids: list, columns: dict) -> Labels:
-    """The labels of ``item_ids`` from the manifest ``labels`` (default: the metadata stored in the first file)."""
+def _match_labels(files: list, labels, item_ids: list, columns: dict) -> tuple[Labels, list]:
+    """The labels of ``item_ids`` from the manifest ``labels`` (default: the metadata stored in the first file),
+    and notes (a group column used by default, :func:`_default_groups`)."""
     from ..store.read import items_table
 
     paths_by_id = {}
@@ -199,11 +202,28 @@ def _match_labels(files: list, labels, item_ids: list, columns: dict) -> Labels:
         source = f"metadata stored in {Path(files[0]).name}"
     else:
         source = str(manifest)
+    columns, note = _default_groups(manifest, columns)
     lab = load_labels(manifest, item_ids, item_paths, **columns)
     lab.source = source
     if len(lab) < 2:
         raise EvaluationError(f"only {len(lab)} items have both features and labels")
-    return lab
+    return lab, [note] if note else []
+
+
+def _default_groups(manifest, columns: dict) -> tuple[dict, str]:
+    """``columns`` with ``group_column="group"`` when predefined folds or a split are given without a group
+    column and the manifest has a ``group`` column (the datasets' adapters write one: fsID, artist, speaker, …),
+    so that the inner folds of nested CV keep every group on one side; and the note that says so ("" if not)."""
+    if columns.get("group_column") or not (columns.get("fold_column") or columns.get("split_column")):
+        return columns, ""
+    from .labels import _read_manifest
+
+    df = manifest if not isinstance(manifest, (str, Path)) else _read_manifest(manifest)[0]
+    if DEFAULT_GROUP_COLUMN not in df.columns:
+        return columns, ""
+    return ({**columns, "group_column": DEFAULT_GROUP_COLUMN},
+            f"group column {DEFAULT_GROUP_COLUMN!r} found in the labels: inner folds are group-aware "
+            "(--group-column names another)")
 
 
 def _baselines(specs: list, baselines) -> list[str]:
@@ -280,7 +300,8 @@ def _run_files(files, labels, opts: Options, columns: dict, *, features=None, la
             raise EvaluationError(f"no such feature file: {f}")
     specs = feature_specs(files, features, layers)
     loaded, item_ids, notes = _load_all(files, specs)
-    lab = _match_labels(files, labels, item_ids, columns)
+    lab, group_notes = _match_labels(files, labels, item_ids, columns)
+    notes = notes + group_notes
     mats = {}
     for spec in specs:
         ids, X = loaded[spec.label]

@@ -134,6 +134,23 @@ def _predefined(folds) -> Splits:
     return Splits(out, how, "predefined", len(out))
 
 
+def _with_groups(s: Splits, groups) -> Splits:
+    """Predefined folds or a fixed split that also carry groups, so that the inner folds of nested CV are
+    group-aware (:func:`inner_splits`).  A group on both sides of an outer fold is named in the description."""
+    groups = np.asarray(groups).astype(str)
+    n = len(s.folds[0][0]) + len(s.folds[0][1])
+    if len(groups) != n:
+        raise EvaluationError(f"the group column has {len(groups)} values for {n} items")
+    crossing = sorted(set(groups[s.folds[0][0]].tolist()) & set(groups[s.folds[0][1]].tolist())) if s.kind == "split" \
+        else sorted({g for tr, te in s.folds for g in set(groups[te].tolist()) & set(groups[tr].tolist())})
+    n_groups = len(set(groups.tolist()))
+    how = f"{s.description}; inner folds group-aware ({n_groups} groups)"
+    if crossing:
+        how += (f"; {len(crossing)} group(s) on both sides of an outer {'split' if s.kind == 'split' else 'fold'} "
+                f"(e.g. {crossing[0]!r}): those outer scores are not group-aware")
+    return Splits(s.folds, how, s.kind, s.n_folds, s.shuffle, s.seed, groups)
+
+
 def _group_kfold(y, task: str, n_folds: int, shuffle: bool, seed, groups) -> Splits:
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
@@ -203,7 +220,10 @@ def make_splits(y, task: str = "classification", *, n_folds: int = 10, shuffle: 
     groups : array, optional
         Group per item: group-aware k-fold (``StratifiedGroupKFold`` for
         classification, ``GroupKFold`` otherwise); no group is split across
-        train and test.
+        train and test.  With ``folds`` or ``split`` the outer folds are those
+        given and the groups make the inner folds of nested CV group-aware
+        (:func:`inner_splits`); a group that the given folds put on both
+        sides of an outer fold is named in the description.
     legacy : bool
         Unshuffled stratified folds as scikit-learn ≤ 0.21 made them (the
         study's; :func:`legacy_stratified_folds`).
@@ -212,17 +232,15 @@ def make_splits(y, task: str = "classification", *, n_folds: int = 10, shuffle: 
     ------
     EvaluationError
         A class with fewer items than folds (naming it), fewer groups than
-        folds, an empty side of a split, several protocol columns at once.
+        folds, an empty side of a split, both a fold and a split column.
     """
     y = np.asarray(y)
     n = len(y)
-    chosen = [name for name, v in (("folds", folds), ("split", split), ("groups", groups)) if v is not None]
-    if len(chosen) > 1:
-        raise EvaluationError(f"give one of a fold column, a split column or a group column, not {' and '.join(chosen)}")
-    if split is not None:
-        return _fixed_split(split, n)
-    if folds is not None:
-        return _predefined(folds)
+    if folds is not None and split is not None:
+        raise EvaluationError("give a fold column or a split column, not both (a group column combines with either)")
+    if split is not None or folds is not None:
+        s = _fixed_split(split, n) if split is not None else _predefined(folds)
+        return _with_groups(s, groups) if groups is not None else s
     check_n_folds(n_folds)
     if n_folds > n:
         raise EvaluationError(f"{n_folds} folds need at least {n_folds} labelled items; there are {n}")

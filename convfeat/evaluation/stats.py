@@ -11,6 +11,9 @@ import numpy as np
 from .metrics import BOUNDS, fast_metric, metric_values
 from .options import EvaluationError
 
+ALPHA = 0.05   # the significance level a paired test must be able to reach to be shown
+BEST_PAIRING = "baseline's best subset"   # pairing of a feature with a baseline that lacks its layer subset
+
 
 def _t_quantile(df: int) -> float:
     from scipy import stats
@@ -152,11 +155,65 @@ def _paired_bootstrap(ra, rb, metric: str, n_boot: int = 2000) -> dict:
             "losses": int(diff < 0), "method": "paired bootstrap over test items (one split)"}
 
 
-def compare(results: Sequence, baselines: Iterable[str]) -> list[dict]:
-    """Paired tests of every non-baseline result against every baseline (same target, same folds).
+def min_wilcoxon_p(n: int) -> float:
+    """Smallest two-sided p the exact Wilcoxon signed-rank test can give with ``n`` non-zero differences:
+    every difference of one sign, ``2 / 2**n`` (3 folds: 0.25; 5: 0.0625; 6: 0.03125)."""
+    return min(1.0, 2.0 / 2 ** n) if n > 0 else 1.0
 
-    ``results``: :class:`Result` objects; ``baselines``: their feature labels.
-    One dict per (target, feature, baseline, metric).
+
+def _drop_unreachable(t: dict, alpha: float = ALPHA) -> dict:
+    """``t`` without the Wilcoxon p when that test cannot reach ``alpha`` with the folds at hand, and why."""
+    n = t.get("wins", 0) + t.get("losses", 0)
+    if t.get("n_folds", 0) >= 2 and min_wilcoxon_p(n) > alpha:
+        t["p_wilcoxon"] = float("nan")
+        t["wilcoxon_note"] = (f"Wilcoxon not shown: with {n} non-zero fold difference{'s' if n != 1 else ''} its "
+                              f"smallest possible p is {min_wilcoxon_p(n):.3g} > {alpha}")
+    return t
+
+
+def _split_label(label: str) -> tuple[str, str | None]:
+    """``"random/12345"`` → ``("random", "12345")``; a label without a layer subset → ``(label, None)``."""
+    stem, _, sub = label.rpartition("/")
+    return (stem, sub) if stem and sub.isdigit() else (label, None)
+
+
+def pair_baselines(features: Sequence[str], baselines: Iterable[str], scores: dict) -> list[tuple]:
+    """Like-for-like pairs ``(feature, baseline, pairing)`` for the paired tests.
+
+    A baseline set evaluated on several layer subsets (``random/12345``, ``random/5``, …) is paired with a
+    feature on the same subset (``choi2017/5`` with ``random/5``: ``pairing = "same layers"``); when it lacks
+    that subset, with its best subset by ``scores`` (label → headline score, higher is better) and
+    ``pairing = "baseline's best subset"``.  A baseline without subsets (``mfcc``) pairs with every feature
+    (``pairing = "baseline"``).  Baselines are not paired with each other.
+    """
+    baselines = list(baselines)
+    by_stem: dict = {}
+    for b in baselines:
+        stem, sub = _split_label(b)
+        by_stem.setdefault(stem, {})[sub] = b
+    out = []
+    for name in features:
+        if name in baselines:
+            continue
+        sub = _split_label(name)[1]
+        for stem, subs in by_stem.items():
+            if None in subs and len(subs) == 1:
+                out.append((name, subs[None], "baseline"))
+            elif sub in subs:
+                out.append((name, subs[sub], "same layers"))
+            else:
+                best = max(subs.values(), key=lambda b: (np.nan_to_num(scores.get(b, -np.inf), nan=-np.inf), b))
+                out.append((name, best, BEST_PAIRING))
+    return out
+
+
+def compare(results: Sequence, baselines: Iterable[str]) -> list[dict]:
+    """Paired tests of every non-baseline result against the baselines, like for like (same target, same folds).
+
+    ``results``: :class:`Result` objects; ``baselines``: their feature labels.  Each feature is paired with
+    each baseline set once (:func:`pair_baselines`: the same layer subset, else the baseline's best subset;
+    ``pairing`` says which).  A test that cannot reach p < 0.05 with the folds at hand is left out (``NaN``)
+    with the reason in ``wilcoxon_note``.  One dict per (target, feature, baseline, metric).
     """
     baselines = list(baselines)
     out = []
@@ -164,18 +221,17 @@ def compare(results: Sequence, baselines: Iterable[str]) -> list[dict]:
     for r in results:
         by_target.setdefault(r.target, {})[r.feature] = r
     for target, group in by_target.items():
-        for bname in baselines:
-            rb = group.get(bname)
-            if rb is None:
-                continue
-            for name, ra in group.items():
-                if name in baselines:
-                    continue
-                for metric in ra.metrics:
-                    if len(ra.n_test) >= 2:
-                        t = paired_test(ra.fold_scores[metric], rb.fold_scores[metric], ra.n_train, ra.n_test)
-                        t["method"] = "corrected resampled t-test (Nadeau & Bengio) over folds"
-                    else:
-                        t = _paired_bootstrap(ra, rb, metric)
-                    out.append({"target": target, "feature": name, "baseline": bname, "metric": metric, **t})
+        present = [b for b in baselines if b in group]
+        scores = {b: group[b].score for b in present}   # primary metrics are higher-is-better (metrics.METRICS)
+        for name, bname, pairing in pair_baselines(list(group), present, scores):
+            ra, rb = group[name], group[bname]
+            for metric in ra.metrics:
+                if len(ra.n_test) >= 2:
+                    t = paired_test(ra.fold_scores[metric], rb.fold_scores[metric], ra.n_train, ra.n_test)
+                    t["method"] = "corrected resampled t-test (Nadeau & Bengio) over folds"
+                    _drop_unreachable(t)
+                else:
+                    t = _paired_bootstrap(ra, rb, metric)
+                out.append({"target": target, "feature": name, "baseline": bname, "pairing": pairing,
+                            "metric": metric, **t})
     return out

@@ -20,6 +20,7 @@ from ..audio import Policy
 from ..constants import LAYER_NAMES, UNITS_PER_LAYER
 from ..models.calibration import Calibration, calibration_indices
 from ..store import FeatureFile
+from .batching import plan_batches
 from .items import ExtractError, collect_items, parse_shard, shard_of
 from .sets import SetSpec, check_policy, check_window, set_config
 from .worker import decode_item, not_finite_reason, watch_parent, windows_of
@@ -139,9 +140,10 @@ class Summary:
 
 
 def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, policy: Policy | None = None,
-            batch_size: int = 8, workers: int = 1, device: str = "auto", shard: str | None = None,
+            batch_size: int | None = None, workers: int = 1, device: str = "auto", shard: str | None = None,
             strict: bool = False, calibration_size: int = 256, calibration_seed: int = 0,
-            progress: bool = False, command: str = "", log=None) -> Summary:
+            progress: bool = False, command: str = "", log=None, batch_order: str | None = None,
+            batch_seed: int | None = None) -> Summary:
     """Extract feature ``sets`` of every audio item in ``inputs`` into the HDF5 file ``out``.
 
     inputs: folders (recursive), audio files, ``.txt`` lists or manifest CSVs
@@ -150,7 +152,11 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     policy: length policy (``short`` repeat|pad, ``long`` first|mean, ``hop_seconds``,
         ``window_seconds``: 29 s unless told; a model whose pooling cannot take
         the window is refused with an :class:`ExtractError` before anything is written).
-    batch_size: windows per inference batch; workers: decoding processes.
+    batch_size: windows per inference batch (default 8; 256, the study's, when a set has
+        ``bn_mode="batch"``); workers: decoding processes.
+    batch_order, batch_seed: the order items enter the batches when a set has ``bn_mode="batch"``
+        (default ``"shuffled"`` with seed 0, as the study; ``"sorted"``: by id); recorded in that set's
+        config (:mod:`.batching`).  Other sets' features depend on neither.
     shard: ``"I/N"`` keeps the items whose stable id hash falls in shard I.
     strict: stop at the first failed item (everything finished so far is kept).
     calibration_size, calibration_seed: the sample of ``bn_mode="calibrated"`` sets.
@@ -166,11 +172,13 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     sets = sets or [SetSpec("choi2017")]
     policy = policy or Policy()
     check_policy(policy)
-    if batch_size < 1 or workers < 0:
-        raise ExtractError("--batch-size must be >= 1 and --workers >= 0")
+    if workers < 0:
+        raise ExtractError("--workers must be >= 0")
     names = [s.resolved_name() for s in sets]
     if len(set(names)) != len(names):
         raise ExtractError(f"two feature sets would share a name: {names}; add name=… to one of them")
+    batching = plan_batches(any(s.bn_mode == "batch" for s in sets), batch_size, batch_order, batch_seed)
+    batch_size = batching.size
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     all_items = collect_items(inputs)
@@ -195,7 +203,9 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
             if model is not None and model.bn_mode == "calibrated":
                 calibration = _calibration(ff.sets.get(name), name, model, all_items, policy, calibration_size,
                                            calibration_seed, log)
-            config, provenance, widths = set_config(spec, model, policy, calibration)
+            config, provenance, widths = set_config(spec, model, policy, calibration,
+                                                    batching.record() if model is not None and model.bn_mode == "batch"
+                                                    else None)
             fs = ff.ensure_set(name, widths, config, provenance)
             if calibration is not None and not fs.calibration:
                 fs.calibration = calibration.to_arrays()
@@ -206,10 +216,11 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
         todo = [it for it in items
                 if not (status[index[it["id"]]] == "ok" and all(fs.done[index[it["id"]]] for fs in feature_sets.values()))]
         done_before = len(items) - len(todo)
+        todo = batching.arrange(todo, all_items)
         log(f"{len(items)} items ({done_before} already done), {len(todo)} to process "
             f"-> {out} [{', '.join(names)}]")
         runner = _Runner(ff, feature_sets, models, sets, names, batch_size, device, strict, policy)
-        want_mfcc = any(s.model == "mfcc" for s in sets)
+        want_mfcc = tuple(dict.fromkeys(s.options.get("window", "model") for s in sets if s.model == "mfcc"))
         jobs = [(it, policy, want_mfcc) for it in todo]
         bar = _Progress(len(todo), enabled=progress)
         try:
@@ -295,7 +306,7 @@ class _Runner:
             self._finish(decoded, {})
             return
         if not self.models:  # MFCC only (checked finite by the worker)
-            self._finish(decoded, {"mfcc": {"mfcc": decoded["mfcc"]}})
+            self._finish(decoded, self._mfcc_feats(decoded))
             return
         windows = windows_of(decoded, self.policy)   # long="mean": a strided view, no copy
         self.pending[decoded["id"]] = {"item": decoded, "sums": {}, "left": len(windows)}
@@ -371,8 +382,7 @@ class _Runner:
         with np.errstate(over="ignore", invalid="ignore"):
             feats = {name: {k: (v / dec["windows"]).astype(np.float32) for k, v in sums.items()}
                      for name, sums in p["sums"].items()}
-        if "mfcc" in dec:
-            feats.update({n: {"mfcc": dec["mfcc"]} for n, s in zip(self.names, self.specs) if s.model == "mfcc"})
+        feats.update(self._mfcc_feats(dec))
         bad = []
         for name, arrays in feats.items():
             layers = [k for k, v in arrays.items() if not np.isfinite(v).all()]
@@ -387,9 +397,13 @@ class _Runner:
             feats = {}
         self._finish(dec, feats)
 
+    def _mfcc_feats(self, dec: dict) -> dict:
+        """{set name: {"mfcc": (120,)}} of the MFCC sets, each from the decoded item's MFCC of its window kind."""
+        keys = {n: "mfcc" if s.options.get("window", "model") == "model" else f"mfcc_{s.options['window']}"
+                for n, s in zip(self.names, self.specs) if s.model == "mfcc"}
+        return {n: {"mfcc": dec[k]} for n, k in keys.items() if k in dec}
+
     def _finish(self, dec: dict, feats: dict) -> None:
-        if "mfcc" in feats and "mfcc" not in self.feature_sets:
-            feats = {n: {"mfcc": feats["mfcc"]["mfcc"]} for n, s in zip(self.names, self.specs) if s.model == "mfcc"}
         update = {k: dec[k] for k in ("id", "status", "reason", "duration", "source_sr", "channels", "windows")}
         update["features"] = feats
         self.finished.append(update)

@@ -13,6 +13,7 @@ from ..audio import Policy
 from ..constants import (AMIN, DYNAMIC_RANGE_DB, FMAX, FMIN, HOP, LAYER_NAMES, MFCC_WIDTH, N_FFT, N_MELS,
                          SAMPLE_RATE, UNITS_PER_LAYER)
 from ..errors import InputError
+from ..models.mfcc import MFCC_WINDOWS
 from .items import ExtractError
 
 __all__ = ["FEATURE_MODELS", "FRONTEND", "SetSpec", "parse_set", "set_config", "check_policy",
@@ -46,11 +47,15 @@ class SetSpec:
             name += f"-{self.bn_mode}"
         if self.model == "random" and self.seed:
             name += f"-s{self.seed}"
+        if self.model == "mfcc" and self.options.get("window", MFCC_WINDOWS[0]) != MFCC_WINDOWS[0]:
+            name += f"-{self.options['window']}"
         return name
 
 
 def parse_set(text: str, bn_mode: str | None = None, seed: int = 0, weights: str | None = None) -> SetSpec:
-    """``MODEL[:key=value,...]`` → :class:`SetSpec`; keys: bn_mode, seed, weights, name."""
+    """``MODEL[:key=value,...]`` → :class:`SetSpec`; keys: bn_mode, seed, weights, name, and for ``mfcc``
+    window (``model``: the model's window, a short clip repeated or padded as the length policy says, the
+    study's; ``clip``: the clip itself, :func:`~convfeat.extraction.worker.mfcc_of_clip`)."""
     model, _, rest = text.partition(":")
     from ..models import is_model, shipped_models
 
@@ -62,8 +67,15 @@ def parse_set(text: str, bn_mode: str | None = None, seed: int = 0, weights: str
                    weights if model in ("choi2017", "choi2017-k2") else None)
     for part in filter(None, rest.split(",")):
         key, eq, value = part.partition("=")
+        if model == "mfcc" and key == "window" and eq:
+            if value not in MFCC_WINDOWS:
+                raise ExtractError(f"bad mfcc window {value!r} in {text!r}; use window=model (the model's 29-s "
+                                   "window, short clips repeated: the study's) or window=clip (the clip itself)")
+            spec.options["window"] = value
+            continue
         if not eq or key not in ("bn_mode", "seed", "weights", "name"):
-            raise ExtractError(f"bad model option {part!r} in {text!r}; use bn_mode=, seed=, weights= or name=")
+            raise ExtractError(f"bad model option {part!r} in {text!r}; use bn_mode=, seed=, weights= or name="
+                               + (" (and window= for mfcc)" if model == "mfcc" else ""))
         setattr(spec, key, int(value) if key == "seed" else value)
     return spec
 
@@ -73,8 +85,12 @@ FRONTEND = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "n_mels": N_
             "db_amin": AMIN, "db_range": DYNAMIC_RANGE_DB, "resampler": "soxr HQ"}
 
 
-def set_config(spec: SetSpec, model, policy: Policy, calibration=None) -> tuple[dict, dict, dict]:
+def set_config(spec: SetSpec, model, policy: Policy, calibration=None, batch: dict | None = None
+               ) -> tuple[dict, dict, dict]:
     """(config that must match to append, provenance, dataset widths) of a set.
+
+    ``batch``: for a ``bn_mode="batch"`` set, the batches it was extracted in
+    (:meth:`~convfeat.extraction.batching.Batching.record`: size, order, seed), the config's ``batch`` entry.
 
     ``calibration``: the :class:`~convfeat.models.calibration.Calibration` of a
     calibrated set; its record is the config's ``calibration`` entry (not part
@@ -90,6 +106,8 @@ def set_config(spec: SetSpec, model, policy: Policy, calibration=None) -> tuple[
     if spec.model == "mfcc":
         config = {"model": "mfcc", "n_mfcc": 20, "deltas": "librosa.feature.delta width 9",
                   "stats": "mean,std", "length_policy": policy.to_dict(), "sample_rate": SAMPLE_RATE}
+        if spec.options.get("window", MFCC_WINDOWS[0]) != MFCC_WINDOWS[0]:
+            config["window"] = spec.options["window"]   # absent: the model's window (files made before keep it)
         widths = {"mfcc": MFCC_WIDTH}
     else:
         prov = model.provenance
@@ -97,6 +115,8 @@ def set_config(spec: SetSpec, model, policy: Policy, calibration=None) -> tuple[
                   "bn_mode": model.bn_mode, "seed": spec.seed if spec.model == "random" else None,
                   "architecture": prov["config"], "frontend": FRONTEND, "length_policy": policy.to_dict()}
         widths = {name: UNITS_PER_LAYER for name in LAYER_NAMES}
+        if batch is not None:
+            config["batch"] = batch
     provenance = dict(config, versions=versions, weights=getattr(model, "provenance", {}).get("weights")
                       if model is not None else None, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     if calibration is not None:

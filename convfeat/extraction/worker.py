@@ -22,7 +22,7 @@ from ..constants import SAMPLE_RATE
 from ..errors import InputError
 from ..models.mfcc import mfcc_feature
 
-__all__ = ["decode_item", "mfcc_of_windows", "not_finite_reason", "segment_of", "watch_parent", "windows_of"]
+__all__ = ["decode_item", "mfcc_of_clip", "mfcc_of_windows", "not_finite_reason", "segment_of", "watch_parent", "windows_of"]
 
 
 def watch_parent(parent_pid: int, interval: float = 1.0) -> None:
@@ -56,6 +56,18 @@ def mfcc_of_windows(windows: np.ndarray) -> np.ndarray:
     return np.mean([mfcc_feature(w, SAMPLE_RATE) for w in windows], axis=0).astype(np.float32)
 
 
+def mfcc_of_clip(signal: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """The MFCC baseline of the clip itself (``-m mfcc:window=clip``) → ``(120,)`` float32.
+
+    ``signal``: the item's 12-kHz mono signal; ``windows``: its model windows
+    ``(k, samples)``.  A clip at least one window long is what its windows hold
+    (:func:`mfcc_of_windows`: no repetition or padding in them); a shorter clip
+    is taken as it is, neither repeated nor padded to the 29-s window."""
+    if len(signal) >= windows.shape[1]:
+        return mfcc_of_windows(windows)
+    return mfcc_feature(signal, SAMPLE_RATE)
+
+
 def not_finite_reason(path: str, what: str, peak: float) -> str:
     """The reason of an item whose feature ``what`` (e.g. ``"mfcc"``,
     ``"choi2017 layer1…layer5"``) is NaN or infinite."""
@@ -72,8 +84,10 @@ def decode_item(job: tuple) -> dict:
     """``(item, policy, want_mfcc)`` → dict with ``id``, ``path``, ``status``, ``reason``,
     ``duration``, ``source_sr``, ``channels``, ``windows``, ``peak`` (largest absolute
     12-kHz sample) and, when ok, ``signal`` (the mono float32 signal at 12 kHz that
-    :func:`windows_of` cuts into ``windows`` model windows) and ``mfcc`` (``(120,)``,
-    checked finite)."""
+    :func:`windows_of` cuts into ``windows`` model windows) and the MFCC baselines asked
+    for, ``(120,)`` each, checked finite: ``want_mfcc`` True or a tuple of
+    :data:`~convfeat.models.mfcc.MFCC_WINDOWS` — ``mfcc`` (on the model windows) and/or
+    ``mfcc_clip`` (on the clip itself, :func:`mfcc_of_clip`)."""
     item, policy, want_mfcc = job
     out = {"id": item["id"], "path": item["path"], "status": "ok", "reason": "", "duration": float("nan"),
            "source_sr": 0, "channels": 0, "windows": 0, "peak": float("nan")}
@@ -85,19 +99,20 @@ def decode_item(job: tuple) -> dict:
         wins = audio.to_windows(y, SAMPLE_RATE, policy)
         out["windows"] = int(wins.shape[0])
         out["signal"] = y
-        if want_mfcc:
+        kinds = ("model",) if want_mfcc is True else tuple(want_mfcc or ())
+        for kind in kinds:
             mfcc = None
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")      # overflow warnings: the check below says it
                 try:
-                    mfcc = mfcc_of_windows(wins)
+                    mfcc = mfcc_of_windows(wins) if kind == "model" else mfcc_of_clip(y, wins)
                 except ValueError:                   # librosa refuses the inf it computed
                     pass
             if mfcc is None or not np.isfinite(mfcc).all():
                 out.pop("signal")
                 out.update(status="failed", reason=not_finite_reason(item["path"], "mfcc", out["peak"]))
-            else:
-                out["mfcc"] = mfcc
+                break
+            out["mfcc" if kind == "model" else f"mfcc_{kind}"] = mfcc
     except audio.AudioDecodeError as exc:
         out.update(status="failed", reason=str(exc).replace(item["source"], item["path"]))
     except InputError as exc:

@@ -5,7 +5,11 @@ import numpy as np
 
 from ..constants import MFCC_WIDTH, SAMPLE_RATE
 
-__all__ = ["MFCC_WIDTH", "mfcc_feature"]
+__all__ = ["MFCC_WIDTH", "MFCC_WINDOWS", "mfcc_feature"]
+
+# What the MFCC set is computed on (``-m mfcc:window=...``): the model's window ("model", the default and the
+# study's: a clip shorter than 29 s repeated or padded to fill it), or the clip itself ("clip").
+MFCC_WINDOWS = ("model", "clip")
 
 
 def mfcc_feature(y: np.ndarray, sr: int = SAMPLE_RATE, n_mfcc: int = 20) -> np.ndarray:

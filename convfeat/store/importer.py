@@ -33,9 +33,9 @@ from ..constants import LAYER_NAMES
 from ..fileio import sha256_of
 from ..errors import InputError
 
-__all__ = ["ImportError_", "read_source", "import_embeddings", "import_study", "STUDY_TASKS"]
+__all__ = ["ImportError_", "read_source", "import_embeddings", "import_study", "study_tasks", "STUDY_TASKS"]
 
-STUDY_TASKS = {  # task -> (file stem, label columns, task kind)
+STUDY_TASKS = {  # task -> (file stem, label columns, task kind) of the three tasks in ../shared/paper
     "gtzan_genre": ("gtzan_genre", ["label"], "classification"),
     "gtzan_speechmusic": ("gtzan_speechmusic", ["label"], "classification"),
     "emoMusic_a": ("emoMusic", ["label_arousal"], "regression"),
@@ -244,14 +244,69 @@ def import_embeddings(sources: Sequence[str | Path] | str | Path, out: str | Pat
     return {"path": str(out), "set": name, "n_items": n, "datasets": widths, "config": config}
 
 
-def import_study(paper_dir: str | Path, out_dir: str | Path, tasks: Sequence[str] | None = None) -> dict:
-    """Import the study's stored features (``../shared/paper``) into convfeat files.
+def _study_label_tasks(stem: str, csv: Path) -> dict:
+    """task -> (label columns, kind) of a study CSV whose stem is not in :data:`STUDY_TASKS`: a ``label``
+    column is one task named after the file, each ``label_<x>`` column one task ``<stem>_<x>``;
+    classification when every value is a whole number (the study's class codes), regression otherwise."""
+    import pandas as pd
 
-    For each dataset (``gtzan_genre``, ``gtzan_speechmusic``, ``emoMusic``)
-    writes ``<out_dir>/<dataset>.h5`` with the sets ``choi2017`` (layer1 …
-    layer5 from ``<dataset>_layer_{0..4}.npy``) and ``mfcc`` (from
-    ``<dataset>_mfcc.npy``); item ids are the ``filepath`` column of
-    ``<dataset>.csv`` (its ``id`` column repeats values).
+    df = pd.read_csv(csv)
+    cols = [c for c in df.columns if str(c) == "label" or str(c).startswith("label_")]
+    if not cols:
+        raise ImportError_(f"{csv} has no label column (label or label_<name>); columns: {', '.join(map(str, df.columns))}")
+    out = {}
+    for c in cols:
+        values = pd.to_numeric(df[c], errors="coerce")
+        whole = values.notna().all() and bool(np.all(np.mod(values.to_numpy(float), 1) == 0))
+        kind = "classification" if whole or values.isna().any() else "regression"
+        out[stem if c == "label" else f"{stem}_{str(c)[len('label_'):]}"] = ([c], kind)
+    return out
+
+
+def study_tasks(paper_dir: str | Path) -> dict:
+    """The study tasks a folder holds → ``{task: (file stem, label columns, kind)}``.
+
+    A task's files are ``<stem>.csv`` (``filepath`` + label columns) and ``<stem>_layer_{0..4}.npy``
+    (+ ``<stem>_mfcc.npy``), the layout of the study's release.  The three tasks of ``../shared/paper``
+    keep their names (:data:`STUDY_TASKS`); any other stem is named after its label columns
+    (:func:`_study_label_tasks`).  A CSV without layer files (``results.csv``) is not a task; one with
+    only some of the five is an error naming the missing ones.
+    """
+    paper = Path(paper_dir)
+    if not paper.is_dir():
+        raise ImportError_(f"no such folder: {paper}")
+    known: dict = {}
+    for task, (stem, cols, kind) in STUDY_TASKS.items():
+        known.setdefault(stem, {})[task] = (cols, kind)
+    found: dict = {}
+    for csv in sorted(paper.glob("*.csv")):
+        stem = csv.stem
+        layers = [paper / f"{stem}_layer_{i}.npy" for i in range(len(LAYER_NAMES))]
+        missing = [p.name for p in layers if not p.exists()]
+        if len(missing) == len(layers):
+            continue
+        if missing:
+            raise ImportError_(f"{stem}.csv in {paper} has layer files but not {', '.join(missing)}; a study task "
+                               f"needs {stem}_layer_0.npy … {stem}_layer_4.npy")
+        tasks = known.get(stem) or _study_label_tasks(stem, csv)
+        found.update({task: (stem, cols, kind) for task, (cols, kind) in tasks.items()})
+    if not found:
+        raise ImportError_(f"{paper} holds no study task: expected <task>.csv with <task>_layer_0.npy … "
+                           "<task>_layer_4.npy (and optionally <task>_mfcc.npy), as the study's release")
+    return found
+
+
+def import_study(paper_dir: str | Path, out_dir: str | Path, tasks: Sequence[str] | None = None) -> dict:
+    """Import the study's stored features (``../shared/paper``, or any folder of the release) into convfeat files.
+
+    For each dataset found (:func:`study_tasks`: every ``<stem>.csv`` with
+    ``<stem>_layer_{0..4}.npy``, e.g. ``gtzan_genre``, ``emoMusic`` or a
+    task of the release outside ``../shared``) writes ``<out_dir>/<stem>.h5``
+    with the sets ``choi2017`` (layer1 … layer5 from the layer files) and
+    ``mfcc`` (from ``<stem>_mfcc.npy`` when present); item ids are the
+    ``filepath`` column of ``<stem>.csv`` (its ``id`` column repeats values).
+    An existing output file is extended, never replaced (importing the same
+    files again changes nothing; other data under the same set name is refused).
 
     Returns
     -------
@@ -260,21 +315,21 @@ def import_study(paper_dir: str | Path, out_dir: str | Path, tasks: Sequence[str
         column], "task": kind}``.
     """
     paper = Path(paper_dir)
+    found = study_tasks(paper)
     out = Path(out_dir)
+    tasks = list(tasks or found)
+    unknown = [t for t in tasks if t not in found]
+    if unknown:
+        raise ImportError_(f"no study task {unknown[0]!r} in {paper}; found: {', '.join(found)}")
     out.mkdir(parents=True, exist_ok=True)
-    tasks = list(tasks or STUDY_TASKS)
     done: dict = {}
     result = {}
     for task in tasks:
-        if task not in STUDY_TASKS:
-            raise ImportError_(f"unknown study task {task!r}; known: {', '.join(STUDY_TASKS)}")
-        stem, cols, kind = STUDY_TASKS[task]
+        stem, cols, kind = found[task]
         csv = paper / f"{stem}.csv"
         h5 = out / f"{stem}.h5"
         if stem not in done:
-            if h5.exists():
-                h5.unlink()
-            layer_files = [paper / f"{stem}_layer_{i}.npy" for i in range(5)]
+            layer_files = [paper / f"{stem}_layer_{i}.npy" for i in range(len(LAYER_NAMES))]
             import_embeddings(layer_files, h5, "choi2017", ids=csv, id_column="filepath",
                               command=f"convfeat import {stem}_layer_{{0..4}}.npy --name choi2017")
             mfcc = paper / f"{stem}_mfcc.npy"
