@@ -30,6 +30,7 @@ An experiment is a TOML file::
     shuffle = false                    # shuffle before making folds, with seed = 0
     protocol = "nested"                # nested | study
     inner_folds = 5                    # nested CV
+    inner_search = "halving"           # halving | full (nested CV)
     head = "svm"                       # svm | linear
     scaler = "auto"                    # auto | both | on | off
     max_iter = 1000000                 # libsvm iterations per fit (-1: no cap)
@@ -72,12 +73,14 @@ EVALUATE_KEYS = {
     "fold_column": ("fold_column", (str,)), "split_column": ("split_column", (str,)),
     "group_column": ("group_column", (str,)), "protocol": ("protocol", (str,)), "n_folds": ("n_folds", (int,)),
     "shuffle": ("shuffle", (bool,)), "seed": ("seed", (int,)), "head": ("head", (str,)),
-    "scaler": ("scaler", (str,)), "inner_folds": ("inner_folds", (int,)), "max_iter": ("max_iter", (int,)),
+    "scaler": ("scaler", (str,)), "inner_folds": ("inner_folds", (int,)),
+    "inner_search": ("inner_search", (str,)), "max_iter": ("max_iter", (int,)),
     "baselines": ("baselines", (str, list)), "plots": ("plots", (bool,)),
 }
 SECTION_KEYS = {"experiment": EXPERIMENT_KEYS, "dataset": DATASET_KEYS, "extract": EXTRACT_KEYS,
                 "evaluate": tuple(EVALUATE_KEYS)}
-_OPTION_KEYS = ("protocol", "n_folds", "shuffle", "seed", "head", "scaler", "inner_folds", "max_iter")
+_OPTION_KEYS = ("protocol", "n_folds", "shuffle", "seed", "head", "scaler", "inner_folds", "inner_search",
+                "max_iter")
 _TYPE_NAMES = {str: "text", list: "a list", int: "a whole number", bool: "true or false", float: "a number",
                dict: "a table"}
 

@@ -414,3 +414,25 @@ def test_labels_without_items_are_reported_by_the_cli(study_like, tmp_path):
     assert res.exit_code == 0, res.output
     assert "1 items without labels" in res.output and "genres/blues/blues.00000.au" in res.output
     assert "1 labels without items" in res.output and "not/extracted.au" in res.output
+
+
+def test_cli_inner_search_reaches_the_protocol(study_like, tmp_path):
+    """--inner-search full / halving give the library's figures for that search (and the report says which)."""
+    h5 = tmp_path / "f.h5"
+    import_embeddings([study_like / f"t_layer_{i}.npy" for i in range(5)], h5, "choi2017",
+                      ids=study_like / "t.csv", id_column="filepath")
+    runner, app = CliRunner(), _app()
+    for search in ("full", "halving"):
+        out = tmp_path / search
+        res = runner.invoke(app, ["evaluate", str(h5), "-l", str(study_like / "t.csv"), "--label-column", "label",
+                                  "--layers", "1", "--folds", "3", "--inner-folds", "3", "--inner-search", search,
+                                  "--scaler", "off", "-j", "1", "-o", str(out), "--no-plots"])
+        assert res.exit_code == 0, res.output
+        doc = json.loads((out / "report.json").read_text())
+        r = doc["results"][0]
+        assert ("successive halving" in r["protocol_label"]) == (search == "halving")
+        ids, X = load(h5, "choi2017", "1")
+        y = pd.read_csv(study_like / "t.csv").set_index("filepath").loc[ids, "label"].to_numpy()
+        lib = ev.sweep({"choi2017/1": X}, y, "classification", "nested", n_folds=3, inner_folds=3,
+                       grid=ev.svm_grid((False,)), inner_search=search, n_jobs=1)[0]
+        assert r["metrics"]["accuracy"]["folds"] == pytest.approx(lib.fold_scores["accuracy"].tolist())

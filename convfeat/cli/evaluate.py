@@ -35,6 +35,11 @@ class Scaler(str, Enum):
     off = "off"
 
 
+class InnerSearch(str, Enum):
+    halving = "halving"
+    full = "full"
+
+
 @app.command("evaluate")
 @friendly_errors
 def evaluate_cmd(
@@ -74,10 +79,15 @@ def evaluate_cmd(
                                   "states the grid), on, off; auto = off for --protocol study (what the study's "
                                   "code ran: its scaler never switched on) and both otherwise."),
     inner_folds: int = typer.Option(5, min=2, help="Inner folds of nested CV."),
+    inner_search: InnerSearch = typer.Option(InnerSearch.halving, help="How nested CV chooses the grid point in each "
+                                             "outer training fold: halving = successive halving over the inner folds "
+                                             "(about 2.6x fewer fits; README says how often it picks another point), "
+                                             "full = every point on every inner fold."),
     baselines: Optional[str] = typer.Option(None, help="Baseline feature sets for the paired tests (default: sets "
                                             "named mfcc* or random*). A set is paired with a baseline's same layer "
                                             "subset, else with the baseline's best subset (said in the report)."),
-    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Processes (0 = all cores)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Parallel fits: threads of the kernel-SVM engine, "
+                          "processes otherwise (0 = all cores)."),
     max_iter: int = typer.Option(1_000_000, help="libsvm iterations per fit (-1: no cap). Fits that stop at the "
                                  "cap are listed in the report."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder: report.md, report.json, summary.csv, "
@@ -107,7 +117,7 @@ def evaluate_cmd(
                  key_column=key_column, fold_column=fold_column, split_column=split_column,
                  group_column=group_column, features=features, layers=layers, protocol=protocol.value,
                  n_folds=folds, shuffle=shuffle, seed=seed, head=head.value, scaler=scaler.value,
-                 inner_folds=inner_folds, baselines=baselines, n_jobs=n_jobs, max_iter=max_iter, out_dir=out,
+                 inner_folds=inner_folds, inner_search=inner_search.value, baselines=baselines, n_jobs=n_jobs, max_iter=max_iter, out_dir=out,
                  plots=not no_plots, progress=progress,
                  title=" ".join(["convfeat"] + sys.argv[1:]) if sys.argv else None)
     lab = res["labels"]

@@ -254,7 +254,7 @@ def _report_meta(files, source, opts: Options, task, base, notes, results, title
 def run(files, labels=None, *, label_column=None, target_columns=None, tags_column=None, tag_separator=None,
         key_column=None, fold_column=None, split_column=None, group_column=None, features=None, layers="12345",
         protocol="nested", n_folds=10, shuffle=False, seed=0, head="svm", scaler="auto", inner_folds=5,
-        baselines=None, n_jobs=1, max_iter=DEFAULT_MAX_ITER, out_dir=None, plots=True, progress=None,
+        inner_search="halving", baselines=None, n_jobs=1, max_iter=DEFAULT_MAX_ITER, out_dir=None, plots=True, progress=None,
         title=None, meta=None) -> dict:
     """Evaluate the feature sets of feature file(s) against a labels manifest.
 
@@ -277,7 +277,7 @@ def run(files, labels=None, *, label_column=None, target_columns=None, tags_colu
         files, when ``out_dir``).
     """
     opts = Options(protocol=protocol, n_folds=n_folds, shuffle=shuffle, seed=seed, head=head, scaler=scaler,
-                   inner_folds=inner_folds, n_jobs=n_jobs, max_iter=max_iter)
+                   inner_folds=inner_folds, inner_search=inner_search, n_jobs=n_jobs, max_iter=max_iter)
     columns = {"label_column": label_column, "target_columns": target_columns, "tags_column": tags_column,
                "tag_separator": tag_separator, "key_column": key_column, "fold_column": fold_column,
                "split_column": split_column, "group_column": group_column}
