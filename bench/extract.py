@@ -1,87 +1,112 @@
-"""Benchmark `convfeat extract` against a naive loop and the model alone.
+"""Benchmark `convfeat extract` against the model alone, the decoder alone and a naive loop.
 
-    python bench/extract.py [--files 48] [--seconds 30] [--hour-minutes 60]
+    python bench/extract.py [--files 160] [--mp3-files 32] [--seconds 30] [--batch-size 8] [--hour-minutes 60]
+                            [--resampler] [--cores] [--precision] [--rss] [--json FILE]
+    python bench/extract.py --files 4 --hour-minutes 2 --resampler --cores --precision   # smoke test
 
-Everything is measured in this one run on generated audio (44.1-kHz stereo
-FLAC "songs": chirps, tones and noise), with the random-weights model (same
-architecture and cost as choi2017, no weights needed):
+Everything is measured in this one run, on generated 44.1-kHz stereo "songs" (chirps, tones,
+noise) written as 16-bit FLAC and as MP3 (libsndfile's encoder), with the random-weights model
+(choi2017's architecture and cost, no weights needed).  Throughput is seconds of audio turned
+into features (the first 29 s of each file) per wall second: x real time.
 
-* naive     a per-file loop a user might write: ``librosa.load(path, sr=12000)``
-            then a batch-of-1 forward of the first 29 s.
-* model     the model alone: batched forwards of pre-made 12-kHz windows.
-* extract   ``convfeat.extraction`` end to end (decode, resample, batch, infer,
-            write the HDF5 file), with 1 and 2 decoding workers.
+* reference   the reference module (``model(x, reference=True)``), pre-made 12-kHz windows,
+              batches of ``--batch-size``, torch's default threads (one per core);
+* fast        the fast exact path (``model(x)``), same windows, batches and threads;
+              and on one core (one torch thread), which enters the bound below;
+* decode      ``convfeat.audio.read_signal`` alone (decode, mix-down, resample to 12 kHz with
+              soxr HQ; only the first 29 s + 1 s), per file, in this process: one core;
+* naive       ``librosa.load(path, sr=12000)`` + a batch-of-1 forward of the reference module;
+* extract     ``convfeat.extract`` end to end (decode workers, batching, inference, HDF5
+              file) with ``--workers auto``, on the FLAC and on the MP3 files; and on one file,
+              its fixed cost (worker start-up, model, file), which a small ``--files`` makes
+              dominant (the FLAC ratio to the bound is also given without it);
+* bound       the pipeline bound ``cores / (decode per file + fast model per clip, each on one
+              core)``: what a perfect use of every core would give;
+* per layer   the reference's time per stage and the fast path's (bench/model.py), batch 16;
+* memory      peak RSS (``ru_maxrss`` of the largest process) of ``convfeat extract`` in a child
+              process on one ``--hour-minutes`` 44.1-kHz stereo FLAC, ``--long first`` and
+              ``--long mean``.
 
-Throughput is audio seconds per wall second (x real time).  Then the peak
-resident memory of ``convfeat extract`` on one long file (default 1 hour),
-with ``--long first`` and ``--long mean``, measured in a child process.
+Then the issue-#11 targets (fast >= 4x reference, extract >= 85 % of the bound on FLAC, extract
+>= 4x naive and >= 1,000x real time, RSS < 1 GiB), each PASS or MISS.  Optional sections:
 
-``--rss`` measures memory against collection size and window count instead
-(``convfeat extract`` in a child process, default options, ``-m random``):
+* ``--resampler``  soxr LQ/MQ/HQ/VHQ: resampling time per file (one core) and the largest
+                   feature difference from HQ (the default), relative to each layer's scale;
+* ``--cores``      extract end to end with several (workers, torch threads) pairs, and what
+                   ``--workers auto`` picks (convfeat/extraction/cores.py);
+* ``--precision``  bf16 autocast against fp32: time and largest feature difference per layer
+                   (random weights, and the published choi2017 weights when ../shared has them);
+                   this and ``--resampler`` use the first 32 FLAC files;
+* ``--rss``        memory against collection size and window count (bench/_common.py).
 
-* short files  the peak RSS of the whole process tree (the main process and
-               its decoding workers) for 100, 1,000 and 3,000 generated 4-s
-               44.1-kHz stereo FLAC files (``--rss-counts``): flat when the
-               largest/smallest ratio is near 1.
-* long file    ``--long mean`` on one generated 1-hour 44.1-kHz stereo WAV
-               (635 MB) at ``--hop 29`` (124 windows) and ``--hop 1`` (3,572).
-
-Each with its wall time.  Two peaks are given: ``tree`` (the largest sum of
-VmRSS over the tree, polled every 50 ms) and ``hwm`` (the sum of each
-process's own VmHWM, an upper bound: the processes need not peak together).
-``--json PATH`` writes every figure measured to PATH as JSON as well.
-
-    python bench/extract.py --rss --files 0 --hour-minutes 0 --json rss.json
+Other processes share the cores of a busy machine: compare ratios measured in the same run, and
+run the real measurement on a quiet machine.  ``--json FILE`` writes every figure.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-SR_SRC = 44100
+from _common import SR_SRC, make_collection, make_long_file, max_rss_of, rss_section
 
-
-def make_song(seconds: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR_SRC)) / SR_SRC
-    f0 = rng.uniform(80, 400)
-    y = 0.3 * np.sin(2 * np.pi * (f0 * t + 40 * t ** 2 / seconds))
-    y += 0.2 * np.sin(2 * np.pi * rng.uniform(500, 3000) * t) * (np.sin(2 * np.pi * 2 * t) > 0)
-    y += 0.05 * rng.standard_normal(t.size)
-    return np.stack([y, np.roll(y, 100)], axis=1).astype(np.float32)
-
-
-def make_collection(root: Path, n: int, seconds: float) -> list[Path]:
-    paths = []
-    for i in range(n):
-        p = root / f"song{i:03d}.flac"
-        sf.write(p, make_song(seconds, i), SR_SRC)
-        paths.append(p)
-    return paths
+ESC50_BF16 = (
+    "convfeat weights fetch choi2017 --from ../shared/models/choi2017/weights_tensorflow.hdf5",
+    "convfeat datasets manifest esc50 ../shared/datasets/esc50-fold4 -o esc.csv",
+    "convfeat extract esc.csv -o esc.h5 -m choi2017",
+    "convfeat extract esc.csv -o esc.h5 -m choi2017:name=choi2017-bf16 --precision bf16",
+    "convfeat evaluate esc.h5 -l esc.csv --label-column label --group-column group -k 5 --inner-folds 3 "
+    "-f choi2017,choi2017-bf16 --baselines choi2017 -o esc-bf16/")
+SUBSET = 32   # files the --resampler and --precision sections use
+TARGETS = {"fast_vs_reference": 4.0, "extract_flac_vs_bound": 0.85, "extract_vs_naive": 4.0,
+           "extract_x_realtime": 1000.0, "hour_rss_mib": 1024.0}
 
 
-def make_long_file(path: Path, minutes: float) -> None:
-    block = 60 * 22050
-    with sf.SoundFile(path, "w", samplerate=22050, channels=2, format="FLAC") as f:
-        for k in range(int(minutes)):
-            t = (np.arange(block) + k * block) / 22050
-            y = 0.3 * np.sin(2 * np.pi * (220 + 5 * k) * t) + 0.02 * np.sin(2 * np.pi * 3000 * t)
-            f.write(np.stack([y, y], axis=1).astype(np.float32))
+def _bench_model():
+    """bench/model.py as a module (its per-stage timers)."""
+    spec = importlib.util.spec_from_file_location("bench_model", ROOT / "bench" / "model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def naive_loop(paths, model) -> float:
+def timed(fn, repeats: int = 1) -> float:
+    """Median wall seconds of ``repeats`` calls of ``fn``."""
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return float(np.median(out))
+
+
+def forward_all(model, windows: np.ndarray, batch: int, reference: bool) -> None:
+    import torch
+
+    with torch.no_grad():
+        for s in range(0, len(windows), batch):
+            model(torch.from_numpy(windows[s:s + batch]), reference=reference)
+
+
+def decode_per_file(paths: list[Path], repeats: int) -> float:
+    """Median seconds to decode + resample one file (the first window's worth), this process."""
+    from convfeat import audio
+
+    return timed(lambda: [audio.read_signal(p, audio.Policy()) for p in paths], repeats) / len(paths)
+
+
+def naive_loop(paths: list[Path], model) -> float:
     import librosa
     import torch
 
@@ -90,245 +115,278 @@ def naive_loop(paths, model) -> float:
         y, _ = librosa.load(p, sr=12000, mono=True)
         y = np.resize(y, 348000) if y.size < 348000 else y[:348000]
         with torch.no_grad():
-            model(torch.from_numpy(y[None].astype(np.float32)))
+            model(torch.from_numpy(y[None].astype(np.float32)), reference=True)
     return time.perf_counter() - t0
 
 
-def model_only(windows: np.ndarray, model, batch_size: int) -> float:
+def run_extract(folder: Path, out: Path, batch: int, workers="auto", threads: int | None = None,
+                precision: str = "fp32") -> float:
+    from convfeat.extraction import extract, parse_set
+    from convfeat.extraction.cores import torch_threads
+
+    with torch_threads(threads):
+        t0 = time.perf_counter()
+        s = extract([folder], out, sets=[parse_set("random")], batch_size=batch, workers=workers,
+                    device="cpu", precision=precision)
+        wall = time.perf_counter() - t0
+    if s.failed or s.processed != s.total:
+        raise RuntimeError(f"extract failed: {s.failed[:3]}")
+    return wall
+
+
+def rel_diff(a: dict, b: dict) -> dict:
+    """Per layer: max |a - b| / max |b|."""
+    return {k: float(np.abs(np.asarray(a[k], np.float64) - b[k]).max() / (np.abs(b[k]).max() + 1e-12)) for k in b}
+
+
+def features(model, windows: np.ndarray, batch: int = 8) -> dict:
     import torch
 
-    with torch.inference_mode():
-        model(torch.from_numpy(windows[:batch_size]))  # warm-up
-        t0 = time.perf_counter()
-        for s in range(0, len(windows), batch_size):
-            model(torch.from_numpy(windows[s:s + batch_size]))
-    return time.perf_counter() - t0
+    from convfeat.constants import LAYER_NAMES
+
+    outs = {k: [] for k in LAYER_NAMES}
+    with torch.no_grad():
+        for s in range(0, len(windows), batch):
+            res = model(torch.from_numpy(np.ascontiguousarray(windows[s:s + batch])))
+            for k in LAYER_NAMES:
+                outs[k].append(res[k].float().numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}
 
 
-def _ppids() -> dict[int, int]:
-    """pid -> parent pid of every process now running (from /proc)."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                stat = Path(f"/proc/{d}/stat").read_text()
-            except OSError:
-                continue
-            out[int(d)] = int(stat.rsplit(")", 1)[1].split()[1])
+# -- sections ---------------------------------------------------------------------------------
+def main_section(args, tmp: Path, cores: int) -> dict:
+    import torch
+
+    from convfeat import audio
+    from convfeat.constants import WINDOW_SECONDS
+    from convfeat.models import load_model
+
+    model = load_model("random")
+    n, n3 = args.files, max(1, min(args.mp3_files, args.files))
+    flac = make_collection(tmp / "flac", n, args.seconds, "flac")
+    mp3 = make_collection(tmp / "mp3", n3, args.seconds, "mp3")
+    clip_s = min(args.seconds, WINDOW_SECONDS)          # audio each method turns into features, per file
+    windows = np.stack([audio.read_windows(p)[0][0] for p in flac])
+    b, reps = args.batch_size, args.repeats
+    forward_all(model, windows[:b], b, False), forward_all(model, windows[:b], b, True)   # warm up
+    t_ref = timed(lambda: forward_all(model, windows, b, True), reps)
+    t_fast = timed(lambda: forward_all(model, windows, b, False), reps)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    t_fast1 = timed(lambda: forward_all(model, windows, b, False), reps)
+    torch.set_num_threads(threads)
+    dec = {"flac": decode_per_file(flac, reps), "mp3": decode_per_file(mp3, reps)}
+    t_naive = naive_loop(flac, model)
+    t_ext = {"flac": run_extract(tmp / "flac", tmp / "flac.h5", b), "mp3": run_extract(tmp / "mp3", tmp / "mp3.h5", b)}
+    t_one = run_extract(flac[0], tmp / "one.h5", b)     # fixed cost: worker start-up, model, file, one item
+    per_clip1 = t_fast1 / n
+    rows = {"reference module": (t_ref, n), "fast model": (t_fast, n), "fast model, 1 core": (t_fast1, n),
+            "decode + resample FLAC, 1 core": (dec["flac"] * n, n), "decode + resample MP3, 1 core": (dec["mp3"] * n3, n3),
+            "naive loop (librosa.load + reference, batch 1)": (t_naive, n),
+            "extract FLAC (--workers auto)": (t_ext["flac"], n), "extract MP3 (--workers auto)": (t_ext["mp3"], n3),
+            "extract of 1 FLAC file (its fixed cost)": (t_one, 1)}
+    bound = {f: cores / (dec[f] + per_clip1) * clip_s for f in dec}   # x real time
+    for f, k in (("flac", n), ("mp3", n3)):
+        rows[f"pipeline bound {f.upper()} ({cores} cores)"] = (k * clip_s / bound[f], k)
+    print(f"\n{n} FLAC and {n3} MP3 files x {args.seconds:g} s, 44.1-kHz stereo; batch {b}; torch threads {threads}")
+    print(f"{'':50s} {'files':>6s} {'seconds':>8s} {'x real time':>12s} {'ms/file':>8s}")
+    for name, (sec, k) in rows.items():
+        print(f"{name:50s} {k:6d} {sec:8.3f} {k * clip_s / sec:12.1f} {sec / k * 1e3:8.1f}")
+    xrt = {name: k * clip_s / sec for name, (sec, k) in rows.items()}
+    ratios = {"fast_vs_reference": t_ref / t_fast,
+              "extract_flac_vs_naive": xrt["extract FLAC (--workers auto)"] / xrt[
+                  "naive loop (librosa.load + reference, batch 1)"],
+              "extract_flac_vs_bound": xrt["extract FLAC (--workers auto)"] / bound["flac"],
+              "extract_mp3_vs_bound": xrt["extract MP3 (--workers auto)"] / bound["mp3"],
+              "extract_flac_vs_bound_without_fixed_cost":
+                  n * clip_s / max(t_ext["flac"] - t_one, 1e-9) / bound["flac"]}
+    print("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    return {"files": n, "mp3_files": n3, "seconds": args.seconds, "clip_s": clip_s, "batch": b, "threads": threads,
+            "wall_s": {k: v[0] for k, v in rows.items()}, "x_realtime": xrt,
+            "decode_ms_per_file_1core": {k: v * 1e3 for k, v in dec.items()},
+            "fast_ms_per_clip_1core": per_clip1 * 1e3, "extract_fixed_cost_s": t_one, "bound_x_realtime": bound,
+            "ratios": ratios}
+
+
+def per_layer_section(args, cores: int) -> dict:
+    from convfeat.models import load_model
+
+    bm = _bench_model()
+    model = load_model("random")
+    threads = sorted({1, cores})
+    ref = bm.reference_per_layer(model, threads, 16, max(1, args.repeats))
+    fst = bm.fast_stages(model, threads, 16, max(1, args.repeats))
+    print("\nper stage, batch 16, medians (ms):")
+    for th in ref:
+        print(f"  reference, {th} thread(s): " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in ref[th].items()))
+        print(f"  fast,      {th} thread(s): " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in fst[th].items()))
+    return {"reference_s": ref, "fast_s": fst}
+
+
+def memory_section(args, tmp: Path) -> list:
+    path = tmp / "hour.flac"
+    make_long_file(path, args.hour_minutes)
+    print(f"\npeak RSS (largest process, ru_maxrss) of convfeat extract on one {args.hour_minutes:g}-min "
+          f"44.1-kHz stereo FLAC ({path.stat().st_size / 2**20:.0f} MiB):")
+    out = []
+    for long in ("first", "mean"):
+        r = max_rss_of(["extract", str(path), "-o", str(tmp / f"hour_{long}.h5"), "-m", "random", "--long", long,
+                        "--quiet"])
+        if r["returncode"] != 0:
+            raise RuntimeError(r["stderr_tail"])
+        r.pop("stderr_tail")
+        r.update(long=long, minutes=args.hour_minutes)
+        out.append(r)
+        print(f"  --long {long:5s}: {r['max_rss_mib']:7.0f} MiB, {r['wall_s']:6.1f} s")
     return out
 
 
-def _status_kib(pid: int, keys=("VmRSS", "VmHWM")) -> dict:
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return {}
-    return {line.split(":")[0]: int(line.split()[1]) for line in lines if line.split(":")[0] in keys}
+def resampler_section(args, tmp: Path) -> dict:
+    """soxr presets: resampling time per file on one core; feature difference from HQ."""
+    import soundfile as sf
+
+    from convfeat import audio
+    from convfeat.constants import RESAMPLER_QUALITIES, SAMPLE_RATE
+    from convfeat.models import load_model
+
+    paths = sorted((tmp / "flac").glob("*.flac"))[:SUBSET]
+    monos = [audio.mixdown(sf.read(p, dtype="float32", frames=31 * SR_SRC, always_2d=True)[0]) for p in paths]
+    models = {"random": load_model("random"), "convfeat-synth": load_model("convfeat-synth")}
+    win = {q: np.stack([audio.to_windows(audio.resample(m, SR_SRC, SAMPLE_RATE, q), SAMPLE_RATE)[0] for m in monos])
+           for q in RESAMPLER_QUALITIES}
+    ref = {name: features(m, win["HQ"]) for name, m in models.items()}
+    out = {}
+    print(f"\nresampler (soxr, 44.1 -> 12 kHz, 31 s mono per file, one core; {len(paths)} files):")
+    for q in RESAMPLER_QUALITIES:
+        t = timed(lambda q=q: [audio.resample(m, SR_SRC, SAMPLE_RATE, q) for m in monos], args.repeats) / len(monos)
+        diffs = {name: max(rel_diff(features(m, win[q]), ref[name]).values()) for name, m in models.items()}
+        out[q] = {"ms_per_file": t * 1e3, "max_rel_feature_diff_vs_HQ": diffs}
+        print(f"  {q:4s} {t * 1e3:7.2f} ms/file   max feature difference vs HQ (of layer scale): "
+              + ", ".join(f"{n} {d:.1e}" for n, d in diffs.items()))
+    return out
 
 
-def run_measured(argv: list[str], interval: float = 0.05, cwd: Path = ROOT) -> dict:
-    """Run ``convfeat ARGV`` in a child process and poll the memory of its process tree.
+def cores_section(args, tmp: Path, cores: int) -> dict:
+    from convfeat.extraction.cores import plan_cores
 
-    Returns ``wall_s``, ``tree_peak_mib`` (largest sum of VmRSS over the child and
-    all its descendants at one poll), ``hwm_sum_mib`` (the sum over every process
-    seen of its VmHWM, the main process's read at its exit), ``main_hwm_mib``,
-    ``processes`` (how many were seen) and ``returncode``.
-    """
-    code = ("import sys; from convfeat.cli import main; sys.argv=['convfeat']+sys.argv[1:]\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    rc = e.code or 0\nelse:\n    rc = 0\n"
-            "print('VMHWM', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
-            "sys.exit(rc)")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=cwd)
-    import threading
-
-    streams = {}
-    readers = [threading.Thread(target=lambda k=k, f=f: streams.__setitem__(k, f.read()), daemon=True)
-               for k, f in (("out", proc.stdout), ("err", proc.stderr))]
-    for r in readers:
-        r.start()
-    hwm: dict[int, int] = {}
-    tree_peak = 0
-    while proc.poll() is None:
-        ppid = _ppids()
-        tree, frontier = {proc.pid}, [proc.pid]
-        while frontier:
-            parent = frontier.pop()
-            kids = [p for p, pp in ppid.items() if pp == parent and p not in tree]
-            tree.update(kids)
-            frontier += kids
-        total = 0
-        for pid in tree:
-            st = _status_kib(pid)
-            total += st.get("VmRSS", 0)
-            hwm[pid] = max(hwm.get(pid, 0), st.get("VmHWM", 0))
-        tree_peak = max(tree_peak, total)
-        time.sleep(interval)
-    wall = time.perf_counter() - t0
-    for r in readers:
-        r.join()
-    main_hwm = [int(line.split()[1]) for line in streams.get("out", "").splitlines() if line.startswith("VMHWM")]
-    if main_hwm:
-        hwm[proc.pid] = max(hwm.get(proc.pid, 0), main_hwm[0])
-    return {"argv": argv, "returncode": proc.returncode, "wall_s": round(wall, 2),
-            "tree_peak_mib": round(tree_peak / 1024, 1), "hwm_sum_mib": round(sum(hwm.values()) / 1024, 1),
-            "main_hwm_mib": round(hwm.get(proc.pid, 0) / 1024, 1), "processes": len(hwm),
-            "others_hwm_mib": sorted((round(v / 1024, 1) for k, v in hwm.items() if k != proc.pid), reverse=True),
-            "stderr_tail": streams.get("err", "")[-2000:]}
+    auto = plan_cores(cores, "cpu", ["random"], args.files)
+    pairs = [tuple(int(v) for v in p.split(":")) for p in args.pairs.split(",")]
+    audio_s = args.files * min(args.seconds, 29.0)
+    print(f"\nworkers x torch threads, extract FLAC end to end (auto on {cores} cores = {auto[0]} workers, "
+          f"{auto[1]} thread(s)):")
+    out = []
+    for w, th in pairs:
+        wall = run_extract(tmp / "flac", tmp / f"cores_{w}_{th}.h5", args.batch_size, workers=w, threads=th)
+        out.append({"workers": w, "threads": th, "wall_s": wall, "x_realtime": audio_s / wall,
+                    "auto": (w, th) == auto})
+        print(f"  workers {w} threads {th}: {wall:7.2f} s {audio_s / wall:9.1f}x real time"
+              f"{'   <- auto' if (w, th) == auto else ''}")
+    return {"auto": list(auto), "rows": out}
 
 
-def make_wav_hour(path: Path, minutes: float = 60.0, sr: int = SR_SRC) -> None:
-    """A 44.1-kHz stereo 16-bit WAV of ``minutes`` (635 MB for an hour), written minute by minute."""
-    block = 60 * sr
-    with sf.SoundFile(path, "w", samplerate=sr, channels=2, subtype="PCM_16") as f:
-        for k in range(int(round(minutes))):
-            t = (np.arange(block) + k * block) / sr
-            y = 0.3 * np.sin(2 * np.pi * (220 + 5 * k) * t) + 0.02 * np.sin(2 * np.pi * 3000 * t)
-            f.write(np.stack([y, y], axis=1).astype(np.float32))
+def precision_section(args, tmp: Path) -> dict:
+    from convfeat import audio
+    from convfeat.models import load_model
+    from convfeat.models.precision import autocast
+
+    paths = sorted((tmp / "flac").glob("*.flac"))[:SUBSET]
+    windows = np.stack([audio.read_windows(p)[0][0] for p in paths])
+    shared = Path(os.environ.get("CONVFEAT_SHARED", ROOT.parent / "shared"))
+    names = ["random"] + (["choi2017"] if (shared / "models/choi2017/weights_tensorflow.hdf5").exists() else [])
+    out = {}
+    print(f"\nprecision: bf16 autocast (reference module) vs fp32 (fast path), {len(windows)} clips:")
+    for name in names:
+        weights = str(shared / "models/choi2017/weights_tensorflow.hdf5") if name == "choi2017" else None
+        model = load_model(name, weights=weights)
+        t32 = timed(lambda model=model: features(model, windows, args.batch_size), args.repeats)
+        fp32 = features(model, windows, args.batch_size)
+        with autocast("cpu", "bf16"):
+            features(model, windows[:1], 1)
+            t16 = timed(lambda model=model: features(model, windows, args.batch_size), args.repeats)
+            bf16 = features(model, windows, args.batch_size)
+        d = rel_diff(bf16, fp32)
+        out[name] = {"fp32_s": t32, "bf16_s": t16, "max_rel_diff": d}
+        print(f"  {name}: fp32 {t32:.2f} s, bf16 {t16:.2f} s; max |bf16 - fp32| / max |fp32|: "
+              + ", ".join(f"{k} {v:.1e}" for k, v in d.items()))
+    print("  effect on one evaluation (ESC-50 fold-4 set in ../shared), the commands:")
+    for line in ESC50_BF16:
+        print("    " + line)
+    return out
 
 
-def rss_section(tmp: Path, counts: list[int], hour_minutes: float, hops: list[float], model: str) -> dict:
-    """The ``--rss`` measurements (see the module docstring); prints a table, returns the figures."""
-    result: dict = {"model": model, "short_files": [], "long_file": []}
-    if counts:
-        songs = tmp / "short"
-        songs.mkdir()
-        t0 = time.perf_counter()
-        paths = make_collection(songs, max(counts), 4.0)
-        print(f"\nmemory against collection size: {max(counts)} generated 4-s 44.1-kHz stereo FLAC files "
-              f"({time.perf_counter() - t0:.0f} s to write); convfeat extract -m {model}, default options")
-        print(f"{'files':>6s} {'tree peak MiB':>14s} {'sum VmHWM MiB':>14s} {'main MiB':>9s} {'procs':>6s} "
-              f"{'wall s':>8s} {'files/s':>8s}")
-        for n in counts:
-            listing = tmp / f"list{n}.txt"
-            listing.write_text("".join(f"{p}\n" for p in paths[:n]))
-            r = run_measured(["extract", str(listing), "-o", str(tmp / f"short{n}.h5"), "-m", model, "--quiet"])
-            if r["returncode"] != 0:
-                raise RuntimeError(r["stderr_tail"])
-            r["files"] = n
-            result["short_files"].append(r)
-            print(f"{n:6d} {r['tree_peak_mib']:14.0f} {r['hwm_sum_mib']:14.0f} {r['main_hwm_mib']:9.0f} "
-                  f"{r['processes']:6d} {r['wall_s']:8.1f} {n / r['wall_s']:8.1f}")
-        peaks = [r["tree_peak_mib"] for r in result["short_files"]]
-        hwms = [r["hwm_sum_mib"] for r in result["short_files"]]
-        result["short_files_ratio"] = {"tree_peak": round(max(peaks) / min(peaks), 3),
-                                       "hwm_sum": round(max(hwms) / min(hwms), 3)}
-        print(f"largest/smallest: tree peak {result['short_files_ratio']['tree_peak']:.2f}, "
-              f"sum VmHWM {result['short_files_ratio']['hwm_sum']:.2f}")
-    if hour_minutes > 0 and hops:
-        wav = tmp / "hour.wav"
-        make_wav_hour(wav, hour_minutes)
-        print(f"\n--long mean on one {hour_minutes:g}-min 44.1-kHz stereo 16-bit WAV "
-              f"({wav.stat().st_size / 2**20:.0f} MiB); convfeat extract -m {model} --long mean --hop H")
-        print(f"{'hop s':>6s} {'windows':>8s} {'tree peak MiB':>14s} {'sum VmHWM MiB':>14s} {'main MiB':>9s} "
-              f"{'wall s':>8s} {'s/window':>9s}")
-        for hop in hops:
-            out = tmp / f"hour_hop{hop:g}.h5"
-            r = run_measured(["extract", str(wav), "-o", str(out), "-m", model, "--long", "mean", "--hop", f"{hop:g}",
-                              "--quiet"])
-            if r["returncode"] != 0:
-                raise RuntimeError(r["stderr_tail"])
-            import h5py
-
-            with h5py.File(out, "r") as h:
-                windows = int(h["items/windows"][0])
-            r.update(hop_s=hop, windows=windows, minutes=hour_minutes)
-            result["long_file"].append(r)
-            print(f"{hop:6g} {windows:8d} {r['tree_peak_mib']:14.0f} {r['hwm_sum_mib']:14.0f} "
-                  f"{r['main_hwm_mib']:9.0f} {r['wall_s']:8.1f} {r['wall_s'] / windows:9.3f}")
-    for r in result["short_files"] + result["long_file"]:
-        r.pop("stderr_tail", None)
-    return result
-
-
-def peak_rss_of_extract(path: Path, out: Path, long: str) -> tuple[float, float]:
-    """(peak RSS in MiB, wall seconds) of `convfeat extract` in a fresh child process."""
-    # VmHWM is this process's own peak; ru_maxrss would carry over the forking
-    # parent's peak across exec on Linux.
-    code = ("import sys; from convfeat.cli import main; sys.argv=['convfeat']+sys.argv[1:];\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
-    t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", code, "extract", str(path), "-o", str(out), "-m", "random",
-                          "--long", long, "--quiet"], capture_output=True, text=True, cwd=ROOT)
-    wall = time.perf_counter() - t0
-    if res.returncode != 0:
-        raise RuntimeError(res.stderr)
-    return int(res.stdout.strip().splitlines()[-1]) / 1024, wall
+def targets(report: dict) -> dict:
+    m = report.get("main", {})
+    got = {}
+    if m:
+        got["fast_vs_reference"] = m["ratios"]["fast_vs_reference"]
+        got["extract_flac_vs_bound"] = m["ratios"]["extract_flac_vs_bound"]
+        got["extract_vs_naive"] = m["ratios"]["extract_flac_vs_naive"]
+        got["extract_x_realtime"] = m["x_realtime"]["extract FLAC (--workers auto)"]
+    if report.get("memory"):
+        got["hour_rss_mib"] = max(r["max_rss_mib"] for r in report["memory"])
+    out = {}
+    print("\ntargets (issue #11; meaningful on a quiet machine only):")
+    for k, v in got.items():
+        ok = v < TARGETS[k] if k == "hour_rss_mib" else v >= TARGETS[k]
+        out[k] = {"value": v, "target": TARGETS[k], "pass": bool(ok)}
+        print(f"  {k:24s} {v:10.2f}  target {'<' if k == 'hour_rss_mib' else '>='} {TARGETS[k]:g}  "
+              f"{'PASS' if ok else 'MISS'}")
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--files", type=int, default=48)
+    ap.add_argument("--files", type=int, default=160, help="generated FLAC files (0: skip the main table)")
+    ap.add_argument("--mp3-files", type=int, default=32, help="generated MP3 files (encoding is slow: ~1 s each)")
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=8, help="windows per batch (extract's default: 8)")
+    ap.add_argument("--repeats", type=int, default=3, help="timings are medians of this many runs")
     ap.add_argument("--hour-minutes", type=float, default=60.0, help="length of the long file (0: skip)")
-    ap.add_argument("--rss", action="store_true", help="measure peak memory against collection size and "
-                    "window count (see above; about 15 min on 2 cores)")
-    ap.add_argument("--rss-counts", default="100,1000,3000", help="collection sizes for --rss")
-    ap.add_argument("--rss-minutes", type=float, default=60.0, help="length of the --rss long file (0: skip)")
-    ap.add_argument("--rss-hops", default="29,1", help="--hop values for the --rss long file")
-    ap.add_argument("--rss-model", default="random", help="feature set for --rss (random: choi2017's cost)")
-    ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--resampler", action="store_true", help="time soxr presets, feature difference from HQ")
+    ap.add_argument("--cores", action="store_true", help="extract with several (workers, threads) pairs")
+    ap.add_argument("--pairs", default="1:1,2:1,1:2,2:2,3:1,0:2", help="WORKERS:THREADS,... for --cores")
+    ap.add_argument("--precision", action="store_true", help="bf16 autocast against fp32")
+    ap.add_argument("--rss", action="store_true", help="memory against collection size and window count")
+    ap.add_argument("--rss-counts", default="100,1000,3000")
+    ap.add_argument("--rss-minutes", type=float, default=60.0)
+    ap.add_argument("--rss-hops", default="29,1")
+    ap.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = ap.parse_args()
-    report: dict = {}
 
     import torch
 
-    from convfeat import api
-    from convfeat.constants import WINDOW_SECONDS
-    from convfeat.extraction import extract, parse_set
-    from convfeat.models import load_model
+    from convfeat.extraction.cores import available_cores
 
-    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    report["machine"] = {"cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    cores = available_cores()
+    load0 = os.getloadavg()
+    report: dict = {"command": " ".join(sys.argv), "machine": {
+        "cores": cores, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "load_average_before": load0}}
+    print(f"machine: {cores} cores, torch {torch.__version__} ({report['machine']['cpu_capability']}), "
+          f"{torch.get_num_threads()} threads, load average {load0[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.files > 0:
-            model = load_model("random")
-            (tmp / "songs").mkdir()
-            paths = make_collection(tmp / "songs", args.files, args.seconds)
-            audio_s = args.files * min(args.seconds, WINDOW_SECONDS)  # what every method turns into features
-            rows = []
-            t_naive = naive_loop(paths, model)
-            rows.append(("naive loop (librosa.load + batch of 1)", t_naive))
-            windows = np.stack([api.prepare(sf.read(p, dtype="float32")[0], SR_SRC) for p in paths])
-            t_model = model_only(windows, model, args.batch_size)
-            rows.append((f"model only (pre-made windows, batch {args.batch_size})", t_model))
-            for workers in (0, 1, 2):
-                out = tmp / f"f{workers}.h5"
-                t0 = time.perf_counter()
-                s = extract([tmp / "songs"], out, sets=[parse_set("random")], batch_size=args.batch_size,
-                            workers=workers)
-                assert not s.failed and s.processed == args.files
-                rows.append((f"convfeat extract (workers {workers}, batch {args.batch_size})",
-                             time.perf_counter() - t0))
-            print(f"\n{args.files} files x {args.seconds:g} s, 44.1 kHz stereo FLAC; "
-                  f"{audio_s / 60:.1f} min of audio turned into features\n")
-            print(f"{'method':52s} {'seconds':>8s} {'x real time':>12s} {'vs naive':>9s} {'vs model':>9s}")
-            for name, sec in rows:
-                print(f"{name:52s} {sec:8.2f} {audio_s / sec:12.1f} {t_naive / sec:8.2f}x {t_model / sec:8.1%}")
-            report["throughput"] = {"files": args.files, "seconds": args.seconds, "audio_s": audio_s,
-                                    "rows": [{"method": n, "wall_s": round(sec, 3)} for n, sec in rows]}
+            report["main"] = main_section(args, tmp, cores)
+            report["per_layer"] = per_layer_section(args, cores)
         if args.hour_minutes > 0:
-            long_path = tmp / "long.flac"
-            make_long_file(long_path, args.hour_minutes)
-            print(f"\nlong file: {args.hour_minutes:g} min, 22.05 kHz stereo FLAC "
-                  f"({long_path.stat().st_size / 2**20:.0f} MiB)")
-            report["long_file_main_rss"] = []
-            for long in ("first", "mean"):
-                rss, wall = peak_rss_of_extract(long_path, tmp / f"long_{long}.h5", long)
-                print(f"  convfeat extract --long {long:5s}: peak RSS {rss:7.0f} MiB, {wall:6.1f} s")
-                report["long_file_main_rss"].append({"long": long, "main_hwm_mib": round(rss, 1),
-                                                     "wall_s": round(wall, 2)})
+            report["memory"] = memory_section(args, tmp)
+        if args.resampler and args.files > 0:
+            report["resampler"] = resampler_section(args, tmp)
+        if args.cores and args.files > 0:
+            report["cores"] = cores_section(args, tmp, cores)
+        if args.precision and args.files > 0:
+            report["precision"] = precision_section(args, tmp)
         if args.rss:
             counts = [int(x) for x in args.rss_counts.split(",") if x.strip()]
             hops = [float(x) for x in args.rss_hops.split(",") if x.strip()]
-            report["rss"] = rss_section(tmp, counts, args.rss_minutes, hops, args.rss_model)
+            report["rss"] = rss_section(tmp, counts, args.rss_minutes, hops, "random")
+    report["targets"] = targets(report)
+    report["machine"]["load_average_after"] = os.getloadavg()
+    print(f"load average after {report['machine']['load_average_after'][0]:.2f} ({cores} cores)")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
-        print(f"\nwrote {args.json}")
+        args.json.write_text(json.dumps(report, indent=1, default=float) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

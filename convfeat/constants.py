@@ -11,6 +11,8 @@ WINDOW_SECONDS = 29.0            # the model input: the first 29 s of a clip in 
 WINDOW_SAMPLES = 348_000         # WINDOW_SECONDS at SAMPLE_RATE
 SHORT_POLICIES = ("repeat", "pad")   # audio shorter than a window: tile it or zero-pad it
 LONG_POLICIES = ("first", "mean")    # audio longer: first window only, or mean over windows
+RESAMPLER_QUALITIES = ("LQ", "MQ", "HQ", "VHQ")   # soxr quality presets (bench/extract.py --resampler)
+RESAMPLER_QUALITY = "HQ"         # the one every decode path uses (recorded in each set's front end)
 
 # -- mel front end (SPEC §1) --------------------------------------------------------
 N_FFT = 512
@@ -29,6 +31,9 @@ MFCC_WIDTH = 120                 # 20 MFCCs x (value, delta, delta-delta) x (mea
 # -- batch normalisation policies (see models/compact.py) ----------------------------
 BN_MODES = ("batch", "instance", "calibrated", "stored")
 STUDY_BATCH_SIZE = 256           # clips per batch of the study's extraction (what bn_mode batch defaults to)
+
+# -- inference precision (models/precision.py) ------------------------------------------
+PRECISIONS = ("fp32", "bf16")    # fp32: the default, exact; bf16: autocast, opt-in (extract --precision)
 
 # -- evaluation tasks -----------------------------------------------------------------
 TASKS = ("classification", "regression", "multilabel")

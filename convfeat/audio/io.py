@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from ..constants import RESAMPLER_QUALITIES, RESAMPLER_QUALITY
 from ..errors import InputError
 
 __all__ = ["AUDIO_EXTENSIONS", "AudioDecodeError", "MAX_CHANNELS", "SAMPLE_RATE_LIMITS", "all_finite",
@@ -164,16 +166,22 @@ def mixdown(frames: np.ndarray) -> np.ndarray:
     return out
 
 
-def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Resample mono ``y`` from ``sr_in`` to ``sr_out`` Hz (soxr, high quality)."""
+def resample(y: np.ndarray, sr_in: int, sr_out: int, quality: str = RESAMPLER_QUALITY) -> np.ndarray:
+    """Resample mono ``y`` from ``sr_in`` to ``sr_out`` Hz with soxr.
+
+    ``quality``: a soxr preset of :data:`~convfeat.constants.RESAMPLER_QUALITIES`; every
+    decode path uses the default ``"HQ"`` (``bench/extract.py --resampler`` measures the
+    others' cost and effect on the features)."""
     if sr_in <= 0 or sr_out <= 0:
         raise InputError(f"sample rates must be positive, got {sr_in} -> {sr_out}")
+    if quality not in RESAMPLER_QUALITIES:
+        raise InputError(f"resampler quality must be one of {RESAMPLER_QUALITIES}, got {quality!r}")
     y = np.asarray(y, dtype=np.float32)
     if int(sr_in) == int(sr_out):
         return y
     import soxr
 
-    return soxr.resample(y, int(sr_in), int(sr_out), quality="HQ").astype(np.float32, copy=False)
+    return soxr.resample(y, int(sr_in), int(sr_out), quality=quality).astype(np.float32, copy=False)
 
 
 # -- decoding ---------------------------------------------------------------------------
@@ -330,7 +338,7 @@ def _read_open(snd, path: Path, sr_out: int, max_seconds, block_seconds, offset,
         return _resampled_checked(mono, sr, sr_out, path), info
     import soxr
 
-    stream = soxr.ResampleStream(sr, sr_out, 1, dtype="float32", quality="HQ") if sr != sr_out else None
+    stream = soxr.ResampleStream(sr, sr_out, 1, dtype="float32", quality=RESAMPLER_QUALITY) if sr != sr_out else None
     # The output goes into one buffer sized from the header (pages never written cost no
     # memory; a header claiming more than 2**27 output samples is not trusted that far).
     out = np.empty(min(int(np.ceil(frames * sr_out / sr)) + 64, 1 << 27), np.float32)

@@ -91,6 +91,30 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+def parse_workers(text: str) -> int | str:
+    """``--workers``: ``"auto"`` or a whole number >= 0 (a :class:`typer.BadParameter` otherwise)."""
+    text = str(text).strip().lower()
+    if text == "auto":
+        return "auto"
+    if not text.isdigit():
+        raise typer.BadParameter(f"{text!r}: use auto or a whole number >= 0")
+    return int(text)
+
+
+WORKERS_HELP = ("Decoding worker processes, which overlap decoding with inference (0: decode in the main "
+                "process), or auto (the default): workers and torch threads that share the CPU cores in "
+                "proportion to decoding's and inference's measured costs (2 cores: 2 workers, 1 thread; "
+                "see the README, 'Speed'). With a number, torch's own thread setting is kept.")
+PRECISION_HELP = ("Inference precision: fp32 (the default: exact) or bf16 (bfloat16 autocast on CPUs with "
+                  "AVX-512 BF16 and on CUDA; features differ from fp32 by about 1e-2 of their scale, and the "
+                  "set records its precision, so fp32 and bf16 runs are never mixed in one set).")
+
+
 class BnMode(str, Enum):
     instance = "instance"
     batch = "batch"

@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BN_HELP, WEIGHTS_HELP, BnMode, Device, ExportFormat, LongPolicy, ShortPolicy,
-                     friendly_errors, json_text)
+from .common import (BN_HELP, PRECISION_HELP, WEIGHTS_HELP, WORKERS_HELP, BnMode, Device, ExportFormat,
+                     LongPolicy, Precision, ShortPolicy, friendly_errors, json_text, parse_workers)
 
 app = typer.Typer()   # commands collected here, added to the main app by register()
 
@@ -45,8 +45,9 @@ def extract_cmd(
                                               "sorted (by id). Recorded in the set's config."),
     batch_seed: Optional[int] = typer.Option(None, help="bn_mode batch sets only: seed of the shuffled order "
                                              "(default 0)."),
-    workers: int = typer.Option(1, min=0, help="Decoding worker processes, which overlap decoding with inference (0: decode in the main process)."),
+    workers: str = typer.Option("auto", callback=parse_workers, help=WORKERS_HELP),
     device: Device = typer.Option(Device.auto, help="Inference device; auto = cuda when available."),
+    precision: Precision = typer.Option(Precision.fp32, help=PRECISION_HELP),
     shard: Optional[str] = typer.Option(None, help="Process only shard I of N (I/N, 1-based): a stable hash "
                                         "of each item id picks its shard. Combine with `convfeat merge`."),
     strict: bool = typer.Option(False, help="Stop at the first item that fails (everything finished is kept)."),
@@ -69,7 +70,7 @@ def extract_cmd(
     policy = ex.Policy(short=short.value, long=long.value, hop_seconds=hop)
     log = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
     summary = ex.extract([str(p) for p in inputs], out, sets, policy, batch_size=batch_size, workers=workers,
-                         device=device.value, shard=shard, strict=strict, calibration_size=calibration_size,
+                         device=device.value, precision=precision.value, shard=shard, strict=strict, calibration_size=calibration_size,
                          calibration_seed=calibration_seed, progress=not quiet and sys.stderr.isatty(),
                          command=" ".join(["convfeat"] + sys.argv[1:]), log=log, batch_order=batch_order,
                          batch_seed=batch_seed)

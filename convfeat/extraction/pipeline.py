@@ -18,9 +18,11 @@ import numpy as np
 
 from ..audio import Policy
 from ..constants import LAYER_NAMES, UNITS_PER_LAYER
+from ..errors import InputError
 from ..models.calibration import Calibration, calibration_indices
 from ..store import FeatureFile
 from .batching import plan_batches
+from .cores import available_cores, plan_cores, resolve_device, torch_threads
 from .items import ExtractError, collect_items, parse_shard, shard_of
 from .sets import SetSpec, check_policy, check_window, set_config
 from .worker import decode_item, not_finite_reason, watch_parent, windows_of
@@ -140,10 +142,10 @@ class Summary:
 
 
 def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, policy: Policy | None = None,
-            batch_size: int | None = None, workers: int = 1, device: str = "auto", shard: str | None = None,
+            batch_size: int | None = None, workers: int | str = 1, device="auto", shard: str | None = None,
             strict: bool = False, calibration_size: int = 256, calibration_seed: int = 0,
-            progress: bool = False, command: str = "", log=None, batch_order: str | None = None,
-            batch_seed: int | None = None) -> Summary:
+            progress: bool = False, command: str = "", log=None, precision: str = "fp32",
+            batch_order: str | None = None, batch_seed: int | None = None) -> Summary:
     """Extract feature ``sets`` of every audio item in ``inputs`` into the HDF5 file ``out``.
 
     inputs: folders (recursive), audio files, ``.txt`` lists or manifest CSVs
@@ -153,7 +155,14 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
         ``window_seconds``: 29 s unless told; a model whose pooling cannot take
         the window is refused with an :class:`ExtractError` before anything is written).
     batch_size: windows per inference batch (default 8; 256, the study's, when a set has
-        ``bn_mode="batch"``); workers: decoding processes.
+        ``bn_mode="batch"``); workers: decoding processes, or ``"auto"``:
+        workers and torch threads from :func:`~convfeat.extraction.cores.plan_cores`
+        (torch's thread count is set for the run and restored after).
+    device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or a ``torch.device``;
+        every device takes the same path (model ``.to(device)``, batches ``.to(device,
+        non_blocking=True)``, features back to the CPU as float32).
+    precision: ``"fp32"`` (default) or ``"bf16"`` (autocast; see
+        :mod:`convfeat.models.precision`; recorded in the set's config).
     batch_order, batch_seed: the order items enter the batches when a set has ``bn_mode="batch"``
         (default ``"shuffled"`` with seed 0, as the study; ``"sorted"``: by id); recorded in that set's
         config (:mod:`.batching`).  Other sets' features depend on neither.
@@ -164,27 +173,32 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     Re-running the same call skips finished items; items that failed are tried
     again.  Returns a :class:`Summary`.
     """
-    import torch
-
     from ..models import load_model
+    from ..models.precision import check_precision
 
     t0 = time.perf_counter()
     sets = sets or [SetSpec("choi2017")]
     policy = policy or Policy()
     check_policy(policy)
-    if workers < 0:
-        raise ExtractError("--workers must be >= 0")
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ExtractError(f"--workers must be 'auto' or >= 0 (got {workers!r})")
+    try:
+        check_precision(precision)
+    except InputError as exc:
+        raise ExtractError(str(exc)) from None
     names = [s.resolved_name() for s in sets]
     if len(set(names)) != len(names):
         raise ExtractError(f"two feature sets would share a name: {names}; add name=… to one of them")
     batching = plan_batches(any(s.bn_mode == "batch" for s in sets), batch_size, batch_order, batch_seed)
     batch_size = batching.size
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     all_items = collect_items(inputs)
     shard_tuple = parse_shard(shard)
     items = [it for it in all_items if shard_tuple is None or shard_of(it["id"], shard_tuple[1]) == shard_tuple[0]]
     log = log or (lambda msg: None)
+    threads = None
+    if workers == "auto":
+        workers, threads = plan_cores(available_cores(), device, sets, len(items))
 
     models = {}
     for spec, name in zip(sets, names):
@@ -194,7 +208,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
         check_window(name, models.get(name), policy)
 
     out = Path(out)
-    with FeatureFile(out) as ff:
+    with torch_threads(threads), FeatureFile(out) as ff:
         ff.add_items([{"id": it["id"], "path": it["path"], "meta": it["meta"]} for it in items])
         feature_sets = {}
         for spec, name in zip(sets, names):
@@ -203,7 +217,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
             if model is not None and model.bn_mode == "calibrated":
                 calibration = _calibration(ff.sets.get(name), name, model, all_items, policy, calibration_size,
                                            calibration_seed, log)
-            config, provenance, widths = set_config(spec, model, policy, calibration,
+            config, provenance, widths = set_config(spec, model, policy, calibration, precision,
                                                     batching.record() if model is not None and model.bn_mode == "batch"
                                                     else None)
             fs = ff.ensure_set(name, widths, config, provenance)
@@ -219,7 +233,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
         todo = batching.arrange(todo, all_items)
         log(f"{len(items)} items ({done_before} already done), {len(todo)} to process "
             f"-> {out} [{', '.join(names)}]")
-        runner = _Runner(ff, feature_sets, models, sets, names, batch_size, device, strict, policy)
+        runner = _Runner(ff, feature_sets, models, sets, names, batch_size, device, strict, policy, precision)
         want_mfcc = tuple(dict.fromkeys(s.options.get("window", "model") for s in sets if s.model == "mfcc"))
         jobs = [(it, policy, want_mfcc) for it in todo]
         bar = _Progress(len(todo), enabled=progress)
@@ -286,11 +300,12 @@ class _Runner:
     (:meth:`FeatureFile.record`'s return value) count as failures too.
     """
 
-    def __init__(self, ff, feature_sets, models, specs, names, batch_size, device, strict, policy):
+    def __init__(self, ff, feature_sets, models, specs, names, batch_size, device, strict, policy,
+                 precision="fp32"):
         self.ff, self.feature_sets, self.models = ff, feature_sets, models
         self.names, self.specs = names, specs
         self.batch_size, self.device, self.strict = batch_size, device, strict
-        self.policy = policy
+        self.policy, self.precision = policy, precision
         self.queue: deque = deque()  # [decoded item, its windows, next window index]
         self.queued_windows = 0
         self.pending: dict = {}    # id -> {"item", "sums": {set: {layer: sum}}, "left"}
@@ -329,9 +344,10 @@ class _Runner:
         import torch
 
         from ..api import front_end_overflows
+        from ..models.precision import autocast
 
         overflow = front_end_overflows(model, batch, peaks)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(batch.device, self.precision):
             if not overflow.any():
                 res = model(batch)
                 return {k: res[k].float().cpu().numpy() for k in LAYER_NAMES}, overflow
@@ -357,7 +373,8 @@ class _Runner:
             else:
                 self.queue[0][2] = k + take
         self.queued_windows -= len(owners)
-        batch = torch.from_numpy(np.concatenate(rows)).to(self.device)   # the only copy: one batch
+        # the only copy: one batch (to an accelerator without waiting; results come back synchronously)
+        batch = torch.from_numpy(np.concatenate(rows)).to(self.device, non_blocking=True)
         del rows
         peaks = [self.pending[i]["item"].get("peak", 0.0) for i in owners]
         outputs, overflows = {}, {}

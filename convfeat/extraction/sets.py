@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import Policy
-from ..constants import (AMIN, DYNAMIC_RANGE_DB, FMAX, FMIN, HOP, LAYER_NAMES, MFCC_WIDTH, N_FFT, N_MELS,
-                         SAMPLE_RATE, UNITS_PER_LAYER)
+from ..constants import (AMIN, DYNAMIC_RANGE_DB, FMAX, FMIN, HOP, LAYER_NAMES, MFCC_WIDTH, N_FFT, N_MELS, PRECISIONS,
+                         RESAMPLER_QUALITY, SAMPLE_RATE, UNITS_PER_LAYER)
 from ..errors import InputError
 from ..models.mfcc import MFCC_WINDOWS
 from .items import ExtractError
@@ -82,11 +82,11 @@ def parse_set(text: str, bn_mode: str | None = None, seed: int = 0, weights: str
 
 FRONTEND = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS, "fmin": FMIN,
             "fmax": FMAX, "window": "hann (periodic)", "padding": "same (TF)", "power": 2,
-            "db_amin": AMIN, "db_range": DYNAMIC_RANGE_DB, "resampler": "soxr HQ"}
+            "db_amin": AMIN, "db_range": DYNAMIC_RANGE_DB, "resampler": f"soxr {RESAMPLER_QUALITY}"}
 
 
-def set_config(spec: SetSpec, model, policy: Policy, calibration=None, batch: dict | None = None
-               ) -> tuple[dict, dict, dict]:
+def set_config(spec: SetSpec, model, policy: Policy, calibration=None, precision: str = "fp32",
+               batch: dict | None = None) -> tuple[dict, dict, dict]:
     """(config that must match to append, provenance, dataset widths) of a set.
 
     ``batch``: for a ``bn_mode="batch"`` set, the batches it was extracted in
@@ -94,8 +94,14 @@ def set_config(spec: SetSpec, model, policy: Policy, calibration=None, batch: di
 
     ``calibration``: the :class:`~convfeat.models.calibration.Calibration` of a
     calibrated set; its record is the config's ``calibration`` entry (not part
-    of the provenance, as in every file written so far).
+    of the provenance, as in every file written so far).  ``precision``: the
+    inference precision of a convnet set (``"fp32"`` or ``"bf16"``); the
+    provenance always records it, the config only when it is not ``"fp32"``, so
+    that files written before precision was recorded still resume and merge,
+    and a bf16 set never mixes with an fp32 one.
     """
+    if precision not in PRECISIONS:
+        raise ExtractError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     import librosa
     import torch
 
@@ -117,7 +123,10 @@ def set_config(spec: SetSpec, model, policy: Policy, calibration=None, batch: di
         widths = {name: UNITS_PER_LAYER for name in LAYER_NAMES}
         if batch is not None:
             config["batch"] = batch
-    provenance = dict(config, versions=versions, weights=getattr(model, "provenance", {}).get("weights")
+        if precision != "fp32":
+            config["precision"] = precision
+    provenance = dict(config, precision="fp32" if spec.model == "mfcc" else precision, versions=versions,
+                      weights=getattr(model, "provenance", {}).get("weights")
                       if model is not None else None, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     if calibration is not None:
         config["calibration"] = calibration.record

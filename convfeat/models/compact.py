@@ -292,6 +292,10 @@ class CompactConvnet(nn.Module):
     def _fast_eligible(self, t: torch.Tensor) -> bool:
         if not self.fast_inference or self.training or t.device.type != "cpu" or t.dtype != torch.float32:
             return False
+        from .precision import autocast_active
+
+        if autocast_active("cpu"):
+            return False      # bf16 autocast: the fast path is float32 only (models/precision.py)
         if torch.is_grad_enabled() and (t.requires_grad or any(p.requires_grad for p in self.parameters())):
             return False      # something may be differentiated: keep the autograd graph
         return True
@@ -337,13 +341,13 @@ class CompactConvnet(nn.Module):
             x = block.bn(block.conv(x), mode)
             if self.config.feature_point == "pre_pool":
                 x = nn.functional.elu(x, inplace=True)
-                out[name] = x.mean(dim=(2, 3))
+                out[name] = x.mean(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32))   # bf16: f32 mean
                 x = nn.functional.max_pool2d(x, block.pool)
             else:
                 # ELU is increasing, so it commutes with max-pooling: applying it
                 # after the pool gives the same values on an 8-40x smaller tensor.
                 x = nn.functional.elu(nn.functional.max_pool2d(x, block.pool), inplace=not self.training)
-                out[name] = x.mean(dim=(2, 3))
+                out[name] = x.mean(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32))   # bf16: f32 mean
         if self.head is not None and depth == len(self.blocks):
             logits = self.head(x.amax(dim=(2, 3)))
             out["tags"] = torch.sigmoid(logits)
