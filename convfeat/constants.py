@@ -31,3 +31,7 @@ BN_MODES = ("batch", "instance", "calibrated", "stored")
 
 # -- evaluation tasks -----------------------------------------------------------------
 TASKS = ("classification", "regression", "multilabel")
+
+# -- extraction on a Dask cluster (extraction/cluster.py) --------------------------------
+ITEMS_PER_TASK = 200             # items per Dask task; each task writes one part file
+CLUSTER_CONNECT_TIMEOUT = 3.0    # seconds allowed to reach a Dask scheduler before giving up
