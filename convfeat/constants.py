@@ -37,3 +37,7 @@ PRECISIONS = ("fp32", "bf16")    # fp32: the default, exact; bf16: autocast, opt
 
 # -- evaluation tasks -----------------------------------------------------------------
 TASKS = ("classification", "regression", "multilabel")
+
+# -- extraction on a Dask cluster (extraction/cluster.py) --------------------------------
+ITEMS_PER_TASK = 200             # items per Dask task; each task writes one part file
+CLUSTER_CONNECT_TIMEOUT = 3.0    # seconds allowed to reach a Dask scheduler before giving up

@@ -7,8 +7,9 @@ from typing import List, Optional
 
 import typer
 
+from ..constants import ITEMS_PER_TASK
 from .common import (BN_HELP, PRECISION_HELP, WEIGHTS_HELP, WORKERS_HELP, BnMode, Device, ExportFormat,
-                     LongPolicy, Precision, ShortPolicy, friendly_errors, json_text, parse_workers)
+                     LongPolicy, Precision, ShortPolicy, fail, friendly_errors, json_text, parse_workers)
 
 app = typer.Typer()   # commands collected here, added to the main app by register()
 
@@ -54,6 +55,20 @@ def extract_cmd(
     calibration_size: int = typer.Option(256, min=1, help="Clips sampled for bn_mode calibrated."),
     calibration_seed: int = typer.Option(0, help="Seed of the calibration sample."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    cluster: Optional[str] = typer.Option(None, metavar="ADDRESS", help="Extract on a Dask cluster: "
+                                          "tcp://HOST:PORT (a running scheduler), local or local:N (N worker "
+                                          "processes here, one thread each; default one per core), or "
+                                          "MODULE:FUNCTION / FILE.py:FUNCTION returning a Dask cluster or Client "
+                                          "(e.g. a dask-jobqueue SLURMCluster). One task per shard of "
+                                          "--items-per-task items writes OUT.parts/; the parts are merged into "
+                                          "OUT, which must not exist yet. The audio and OUT must be on a "
+                                          "filesystem every worker sees. Re-run the same command to resume. "
+                                          "Needs pip install \"convfeat\\[dask]\"; not with --shard or --strict "
+                                          "(--workers does not apply: each worker decodes its own items)."),
+    items_per_task: int = typer.Option(ITEMS_PER_TASK, min=1, help="With --cluster: items per task (each "
+                                       "task writes one part file)."),
+    keep_parts: bool = typer.Option(False, help="With --cluster: keep the part files (OUT.parts/) after "
+                                    "merging them into OUT."),
 ):
     """Extract features of a collection of audio into one HDF5 file.
 
@@ -69,20 +84,32 @@ def extract_cmd(
             for m in model]
     policy = ex.Policy(short=short.value, long=long.value, hop_seconds=hop)
     log = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
-    summary = ex.extract([str(p) for p in inputs], out, sets, policy, batch_size=batch_size, workers=workers,
-                         device=device.value, precision=precision.value, shard=shard, strict=strict, calibration_size=calibration_size,
-                         calibration_seed=calibration_seed, progress=not quiet and sys.stderr.isatty(),
-                         command=" ".join(["convfeat"] + sys.argv[1:]), log=log, batch_order=batch_order,
-                         batch_seed=batch_seed)
+    common = dict(batch_size=batch_size, device=device.value, precision=precision.value,
+                  calibration_size=calibration_size, calibration_seed=calibration_seed,
+                  progress=not quiet and sys.stderr.isatty(), command=" ".join(["convfeat"] + sys.argv[1:]), log=log)
+    if cluster is None and keep_parts:
+        fail("--keep-parts applies only with --cluster")
+    if cluster is not None and (shard or strict):
+        fail("--shard and --strict do not apply with --cluster (it splits the collection into tasks itself)")
+    if cluster is not None and (batch_order or batch_seed is not None):
+        fail("--batch-order and --batch-seed do not apply with --cluster (bn_mode batch sets are not "
+             "distributed: their features depend on the whole collection's batches)")
+    if cluster is not None:
+        summary = ex.extract_on_cluster([str(p) for p in inputs], out, sets, policy, cluster,
+                                        items_per_task=items_per_task, keep_parts=keep_parts, **common)
+    else:
+        summary = ex.extract([str(p) for p in inputs], out, sets, policy, workers=workers, shard=shard,
+                             strict=strict, batch_order=batch_order, batch_seed=batch_seed, **common)
     if not quiet:
-        if summary.processed == 0 and not summary.failed:
+        if summary.processed == 0 and not summary.failed and not summary.merged_parts:
             typer.echo(f"nothing to do: all {summary.total} items are already done in {summary.path} "
                        "(the file was not modified)", err=True)
         else:
             rate = summary.audio_seconds / summary.seconds if summary.seconds else 0.0
+            merged = f" (merged {summary.merged_parts} parts)" if summary.merged_parts else ""
             typer.echo(f"{summary.processed} processed, {len(summary.failed)} failed, {summary.done_before} "
                        f"already done of {summary.total} in {summary.seconds:.1f} s ({rate:.1f}x real time) "
-                       f"-> {summary.path}", err=True)
+                       f"-> {summary.path}{merged}", err=True)
         for item_id, reason in summary.failed:
             typer.echo(f"failed: {reason if item_id in reason else item_id + ': ' + reason}", err=True)
     if summary.failed:

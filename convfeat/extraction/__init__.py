@@ -7,11 +7,14 @@
               windows are a view of it, :func:`windows_of`) (+ MFCC) in a torch-free decode process
 ``pipeline``  bounded decoding ahead, batching, inference, finiteness checks, journaling and
               checkpoints: :func:`extract`
+``cluster``   the same on a Dask cluster, one task per shard, parts merged: :func:`extract_on_cluster`
 """
 from ..audio import Policy
 from .items import ExtractError, collect_items, parse_shard, read_manifest, shard_of
+from .cluster import extract_on_cluster
 from .pipeline import Summary, extract
 from .sets import FEATURE_MODELS, SetSpec, parse_set
 
 __all__ = ["Policy", "ExtractError", "collect_items", "parse_shard", "read_manifest", "shard_of", "Summary", "extract",
+           "extract_on_cluster",
            "FEATURE_MODELS", "SetSpec", "parse_set"]

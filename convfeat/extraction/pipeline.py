@@ -139,13 +139,15 @@ class Summary:
     seconds: float
     audio_seconds: float
     feature_sets: list
+    merged_parts: int = 0      # part files merged into ``path`` (a cluster run; 0 for ``extract``)
 
 
 def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, policy: Policy | None = None,
             batch_size: int | None = None, workers: int | str = 1, device="auto", shard: str | None = None,
             strict: bool = False, calibration_size: int = 256, calibration_seed: int = 0,
             progress: bool = False, command: str = "", log=None, precision: str = "fp32",
-            batch_order: str | None = None, batch_seed: int | None = None) -> Summary:
+            batch_order: str | None = None, batch_seed: int | None = None, *, items: list | None = None,
+            calibrations: dict | None = None, model_cache: dict | None = None, on_progress=None) -> Summary:
     """Extract feature ``sets`` of every audio item in ``inputs`` into the HDF5 file ``out``.
 
     inputs: folders (recursive), audio files, ``.txt`` lists or manifest CSVs
@@ -170,6 +172,12 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     strict: stop at the first failed item (everything finished so far is kept).
     calibration_size, calibration_seed: the sample of ``bn_mode="calibrated"`` sets.
 
+    Hooks of :func:`convfeat.extraction.cluster.extract_on_cluster` (one call per shard):
+    items: the collection, already collected (``inputs`` is then not read);
+    calibrations: ``{set name: Calibration}`` to use instead of estimating one;
+    model_cache: a dict that keeps loaded models between calls (keyed by set and device);
+    on_progress: called with each list of finished item updates (dicts with ``status``, ``duration``).
+
     Re-running the same call skips finished items; items that failed are tried
     again.  Returns a :class:`Summary`.
     """
@@ -192,7 +200,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     batching = plan_batches(any(s.bn_mode == "batch" for s in sets), batch_size, batch_order, batch_seed)
     batch_size = batching.size
     device = resolve_device(device)
-    all_items = collect_items(inputs)
+    all_items = items if items is not None else collect_items(inputs)
     shard_tuple = parse_shard(shard)
     items = [it for it in all_items if shard_tuple is None or shard_of(it["id"], shard_tuple[1]) == shard_tuple[0]]
     log = log or (lambda msg: None)
@@ -203,8 +211,12 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     models = {}
     for spec, name in zip(sets, names):
         if spec.model != "mfcc":
-            models[name] = load_model(spec.model, weights=spec.weights, bn_mode=spec.bn_mode, seed=spec.seed,
-                                      device=device)
+            key = (spec.model, spec.weights, spec.bn_mode, spec.seed, device)
+            cached = model_cache.get(key) if model_cache is not None else None
+            models[name] = cached if cached is not None else load_model(
+                spec.model, weights=spec.weights, bn_mode=spec.bn_mode, seed=spec.seed, device=device)
+            if model_cache is not None:
+                model_cache[key] = models[name]
         check_window(name, models.get(name), policy)
 
     out = Path(out)
@@ -214,7 +226,10 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
         for spec, name in zip(sets, names):
             model = models.get(name)
             calibration = None
-            if model is not None and model.bn_mode == "calibrated":
+            if model is not None and (calibrations or {}).get(name) is not None:
+                calibration = calibrations[name]
+                calibration.apply(model)
+            elif model is not None and model.bn_mode == "calibrated":
                 calibration = _calibration(ff.sets.get(name), name, model, all_items, policy, calibration_size,
                                            calibration_seed, log)
             config, provenance, widths = set_config(spec, model, policy, calibration, precision,
@@ -236,7 +251,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
         runner = _Runner(ff, feature_sets, models, sets, names, batch_size, device, strict, policy, precision)
         want_mfcc = tuple(dict.fromkeys(s.options.get("window", "model") for s in sets if s.model == "mfcc"))
         jobs = [(it, policy, want_mfcc) for it in todo]
-        bar = _Progress(len(todo), enabled=progress)
+        bar = _Progress(len(todo), enabled=progress, callback=on_progress)
         try:
             for decoded in _decoded_stream(jobs, workers):
                 runner.add(decoded)
@@ -452,8 +467,9 @@ class _Runner:
 class _Progress:
     """A rich progress bar (items/s, audio hours/s, ETA); silent when not a terminal."""
 
-    def __init__(self, total: int, enabled: bool):
+    def __init__(self, total: int, enabled: bool, callback=None):
         self.enabled = enabled and total > 0
+        self.callback = callback
         self.audio = 0.0
         self.t0 = time.perf_counter()
         if not self.enabled:
@@ -468,13 +484,21 @@ class _Progress:
         self.progress.start()
 
     def advance(self, finished: list) -> None:
-        """Count ``finished`` item updates (a list of dicts)."""
-        if not self.enabled or not finished:
+        """Count ``finished`` item updates (a list of dicts); pass them to the callback."""
+        if finished and self.callback is not None:
+            self.callback(finished)
+        if self.enabled and finished:
+            self.add(len(finished), sum(u["duration"] for u in finished
+                                        if u["status"] == "ok" and np.isfinite(u["duration"])))
+
+    def add(self, items: int, audio_seconds: float) -> None:
+        """Count ``items`` more finished items holding ``audio_seconds`` of audio."""
+        if not self.enabled:
             return
-        self.audio += sum(u["duration"] for u in finished if u["status"] == "ok" and np.isfinite(u["duration"]))
+        self.audio += audio_seconds
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
-        done = self.progress.tasks[0].completed + len(finished)
-        self.progress.update(self.task, advance=len(finished),
+        done = self.progress.tasks[0].completed + items
+        self.progress.update(self.task, advance=items,
                              rate=f"{done / elapsed:.1f} items/s {self.audio / 3600 / elapsed:.3f} audio h/s")
 
     def close(self) -> None:

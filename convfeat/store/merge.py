@@ -11,7 +11,15 @@ from ..fileio import atomic_path, canonical_json, describe_os_error, one_line, r
 from .file import (ITEM_COLUMNS, FeatureSet, Items, StoreError, WriteLock, check_target, pending_batches, read_state,
                    timestamp, write_state)
 
-__all__ = ["merge"]
+__all__ = ["config_difference", "merge"]
+
+
+def config_difference(a: dict, b: dict) -> list[str]:
+    """The keys in which two feature-set configurations differ (sorted; empty when they are the
+    same): the one rule by which merge, and a cluster run meeting its earlier parts, refuse shards."""
+    if canonical_json(a) == canonical_json(b):
+        return []
+    return sorted(k for k in set(a) | set(b) if canonical_json(a.get(k)) != canonical_json(b.get(k))) or ["?"]
 
 
 def _same_row(a: tuple, b: tuple, items, sets, set_names) -> bool:
@@ -139,8 +147,8 @@ def merge(out, shards: Sequence, *, attrs: dict | None = None, allow_pending_jou
                              "all shards must hold the same feature sets")
         for name in names:
             a, b = first[name], st[name]
-            if canonical_json(a.config) != canonical_json(b.config):
-                diff = sorted(k for k in set(a.config) | set(b.config) if a.config.get(k) != b.config.get(k))
+            diff = config_difference(a.config, b.config)
+            if diff:
                 raise StoreError(f"feature set {name!r} was made with another configuration in {p.name} "
                                  f"than in {paths[0].name} (differs in: {', '.join(diff)})")
             widths_a = {k: v.shape[1] for k, v in a.datasets.items()}
