@@ -45,6 +45,9 @@ def extract_cmd(
     strict: bool = typer.Option(False, help="Stop at the first item that fails (everything finished is kept)."),
     calibration_size: int = typer.Option(256, min=1, help="Clips sampled for bn_mode calibrated."),
     calibration_seed: int = typer.Option(0, help="Seed of the calibration sample."),
+    frames: bool = typer.Option(False, "--frames", help="Also store frame-level features of the convnet sets "
+                                "(85.3-ms frames for choi2017, of the first 29 s with --long first, of the whole "
+                                "file with --long mean), read back with convfeat.load_frames."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ):
     """Extract features of a collection of audio into one HDF5 file.
@@ -64,7 +67,7 @@ def extract_cmd(
     summary = ex.extract([str(p) for p in inputs], out, sets, policy, batch_size=batch_size, workers=workers,
                          device=device.value, shard=shard, strict=strict, calibration_size=calibration_size,
                          calibration_seed=calibration_seed, progress=not quiet and sys.stderr.isatty(),
-                         command=" ".join(["convfeat"] + sys.argv[1:]), log=log)
+                         command=" ".join(["convfeat"] + sys.argv[1:]), log=log, frames=frames)
     if not quiet:
         if summary.processed == 0 and not summary.failed:
             typer.echo(f"nothing to do: all {summary.total} items are already done in {summary.path} "

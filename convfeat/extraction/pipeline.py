@@ -141,7 +141,7 @@ class Summary:
 def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, policy: Policy | None = None,
             batch_size: int = 8, workers: int = 1, device: str = "auto", shard: str | None = None,
             strict: bool = False, calibration_size: int = 256, calibration_seed: int = 0,
-            progress: bool = False, command: str = "", log=None) -> Summary:
+            progress: bool = False, command: str = "", log=None, frames: bool = False) -> Summary:
     """Extract feature ``sets`` of every audio item in ``inputs`` into the HDF5 file ``out``.
 
     inputs: folders (recursive), audio files, ``.txt`` lists or manifest CSVs
@@ -154,6 +154,9 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     shard: ``"I/N"`` keeps the items whose stable id hash falls in shard I.
     strict: stop at the first failed item (everything finished so far is kept).
     calibration_size, calibration_seed: the sample of ``bn_mode="calibrated"`` sets.
+    frames: also store each convnet set's frame-level features (:mod:`convfeat.frames`: of
+        the first 29-s window with ``long="first"``, of the whole signal with ``"mean"``) as
+        a ragged per-item array (:mod:`convfeat.store.frames`; ``convfeat.load_frames``).
 
     Re-running the same call skips finished items; items that failed are tried
     again.  Returns a :class:`Summary`.
@@ -196,6 +199,10 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
                 calibration = _calibration(ff.sets.get(name), name, model, all_items, policy, calibration_size,
                                            calibration_seed, log)
             config, provenance, widths = set_config(spec, model, policy, calibration)
+            if frames and model is not None:
+                from ..frames import frames_config
+
+                config["frames"] = provenance["frames"] = frames_config(model, policy)
             fs = ff.ensure_set(name, widths, config, provenance)
             if calibration is not None and not fs.calibration:
                 fs.calibration = calibration.to_arrays()
@@ -365,6 +372,21 @@ class _Runner:
                 del self.pending[item_id]
                 self._complete(p)
 
+    def _frames(self, dec: dict, bad: list) -> dict:
+        """Frame features of the item for the sets stored with frames (appending to ``bad``)."""
+        from ..errors import ConvfeatError
+        from ..frames import frames_of_signal
+
+        out = {}
+        signal = dec["signal"][:self.policy.window_samples] if self.policy.long == "first" else dec["signal"]
+        for name, fs in self.ff.sets.items():
+            if name in self.models and fs.frames is not None:
+                try:
+                    out[name] = frames_of_signal(self.models[name], signal, "12345", self.policy.short)[1]
+                except ConvfeatError as exc:
+                    bad.append(f"{name}: {exc}")
+        return out
+
     def _complete(self, p: dict) -> None:
         """All windows of an item are through the models: its mean features, checked finite."""
         dec = p["item"]
@@ -381,17 +403,20 @@ class _Runner:
             elif layers:
                 shown = f"{layers[0]}…{layers[-1]}" if layers == list(LAYER_NAMES) else ", ".join(layers)
                 bad.append(f"{name} {shown}")
+        frames = {} if bad else self._frames(dec, bad)
         if bad:
             dec = dict(dec, status="failed", reason=not_finite_reason(dec.get("path", dec["id"]), "; ".join(bad),
                                                                       dec.get("peak", float("nan"))))
-            feats = {}
-        self._finish(dec, feats)
+            feats, frames = {}, {}
+        self._finish(dec, feats, frames)
 
-    def _finish(self, dec: dict, feats: dict) -> None:
+    def _finish(self, dec: dict, feats: dict, frames: dict | None = None) -> None:
         if "mfcc" in feats and "mfcc" not in self.feature_sets:
             feats = {n: {"mfcc": feats["mfcc"]["mfcc"]} for n, s in zip(self.names, self.specs) if s.model == "mfcc"}
         update = {k: dec[k] for k in ("id", "status", "reason", "duration", "source_sr", "channels", "windows")}
         update["features"] = feats
+        if frames:
+            update["frames"] = frames
         self.finished.append(update)
         self.n_processed += 1
         if dec["status"] == "ok" and np.isfinite(dec["duration"]):
