@@ -5,6 +5,8 @@ multi-layer feature (32 average-pooled activations per conv block).
 
 >>> import convfeat
 >>> x = convfeat.embed(y, sr)            # (160,) float32
+>>> X = convfeat.embed_batch([y1, y2], sr)   # (2, 160)
+>>> t, F = convfeat.embed_frames(y, sr)  # timestamps (T,) s, (T, 160) frame features
 >>> convfeat.tag(y, sr, top_k=5)         # {'rock': 0.41, ...}
 >>> ids, X = convfeat.load("features.h5", features="choi2017", layers="12345")
 
@@ -18,7 +20,8 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _LAZY = {
-    "embed": "api", "tag": "api", "tag_batch": "api", "prepare": "api", "get_model": "api",
+    "embed": "api", "embed_batch": "api", "tag": "api", "tag_batch": "api", "prepare": "api", "get_model": "api",
+    "embed_frames": "frames", "load_frames": "store.frames",
     "calibrated_model": "api", "load_model": "models.registry", "MODEL_NAMES": "models.registry",
     "MSD_TAGS": "models.tags", "load": "store.read", "load_frame": "store.read",
     "extract": "extraction.pipeline",

@@ -12,6 +12,7 @@ from .layers import concat_layers, parse_layers
 from .models.calibration import Calibration, calibration_indices
 from .models.compact import CompactConvnet
 from .models.registry import load_model
+from .constants import UNITS_PER_LAYER
 from .errors import InputError
 
 
@@ -131,19 +132,128 @@ def _require_tags(net: CompactConvnet) -> None:
                          "use the Theano-layout file: convfeat weights fetch choi2017")
 
 
+def policy_of(short: str = "repeat", long: str = "first", hop: float = 29.0) -> audio.Policy:
+    """The length policy of ``short`` / ``long`` / ``hop`` (seconds), checked: the one
+    :class:`~convfeat.audio.Policy` that ``convfeat extract --short --long --hop`` builds too."""
+    return audio.Policy(short=short, long=long, hop_seconds=float(hop)).check()
+
+
+def as_signals(signals, sr) -> list:
+    """``signals`` (a sequence of 1-D / 2-D arrays, or a 2-D array of mono rows) and ``sr``
+    (one rate or one per signal) → a list of ``(y, sr)`` pairs; :class:`InputError` when the
+    counts differ."""
+    if isinstance(signals, torch.Tensor):
+        signals = signals.detach().cpu().numpy()
+    if isinstance(signals, np.ndarray) and signals.dtype != object:
+        if signals.ndim != 2:
+            raise InputError(f"a signal array must be 2-D (n_signals, samples), got shape {signals.shape}; "
+                             "pass a list for signals of different lengths or channels")
+        signals = list(signals)
+    else:
+        signals = list(signals)
+    srs = [sr] * len(signals) if np.ndim(sr) == 0 else list(sr)
+    if len(srs) != len(signals):
+        raise InputError(f"{len(signals)} signals but {len(srs)} sample rates; give one rate or one per signal")
+    return list(zip(signals, srs))
+
+
+@torch.no_grad()
+def embed_windows(net: CompactConvnet, windows, layers: str = "12345", batch_size: int = 8) -> np.ndarray:
+    """Mean convnet feature of each item's windows → ``(n_items, 32 * n_layers)`` float32.
+
+    windows: an iterable of ``(k_i, samples)`` 12-kHz window arrays, one per item (lazily
+    produced is fine).  Windows are batched across items, ``batch_size`` at a time, through
+    ``net(batch, layers=...)``; an item's feature is the float64 mean of its windows' pooled
+    features cast to float32, as :func:`convfeat.extract` computes it.
+    Raises :class:`InputError` naming the item when its spectrogram overflows float32 or its
+    feature is not finite.
+    """
+    names = parse_layers(layers)
+    device = next(net.parameters()).device
+    sums, counts, peaks = [], [], []
+    rows, owners = [], []
+
+    def run():
+        batch = np.concatenate(rows)
+        overflow = front_end_overflows(net, batch, [peaks[i] for i in owners])   # item peaks: no second pass
+        if overflow.any():
+            i = owners[int(np.flatnonzero(overflow)[0])]
+            raise InputError(f"signal {i}: features not finite: the model's spectrogram overflows float32 "
+                             f"({audio.describe_peak(peaks[i])})")
+        out = net(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device), layers=names)
+        feats = concat_layers({k: v.float().cpu().numpy() for k, v in out.items()}, layers)
+        for owner, row in zip(owners, feats):
+            sums[owner] += row
+        rows.clear()
+        owners.clear()
+
+    for i, w in enumerate(windows):
+        w = np.asarray(w)
+        sums.append(np.zeros(UNITS_PER_LAYER * len(names), np.float64))
+        counts.append(len(w))
+        peaks.append(audio.signal_peak(w))
+        k = 0
+        while k < len(w):
+            take = min(batch_size - len(owners), len(w) - k)
+            rows.append(w[k:k + take])
+            owners.extend([i] * take)
+            k += take
+            if len(owners) == batch_size:
+                run()
+    if owners:
+        run()
+    if not sums:
+        raise InputError("no signals given")
+    with np.errstate(over="ignore", invalid="ignore"):
+        X = (np.stack(sums) / np.asarray(counts, np.float64)[:, None]).astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    if bad.size:
+        raise InputError(f"signal{'s' if bad.size > 1 else ''} {', '.join(map(str, bad[:5]))}: features not finite "
+                         f"({audio.describe_peak(max(peaks[i] for i in bad))})")
+    return X
+
+
+def embed_batch(signals, sr, model: str | CompactConvnet = "choi2017", layers: str = "12345",
+                bn_mode: str | None = None, weights: str | Path | None = None, seed: int = 0,
+                short: str = "repeat", long: str = "first", hop: float = 29.0, batch_size: int = 8) -> np.ndarray:
+    """Multi-layer convnet features of many signals → ``(n_signals, 32 * n_layers)`` float32.
+
+    signals: a list of arrays (each ``(samples,)`` or 2-D with channels on the shorter
+        axis, any lengths), or a 2-D array ``(n_signals, samples)`` of mono rows.
+    sr: the sample rate in Hz, one for all or a sequence with one per signal.
+    long: ``"first"`` (the study: the first 29 s) or ``"mean"`` (the pooled features of
+        every full 29-s window starting every ``hop`` seconds, averaged), as
+        ``convfeat extract --long/--hop``; short, model, layers, bn_mode, weights, seed as
+        in :func:`embed`.
+    batch_size: windows per forward pass (memory only: with a batch-invariant ``bn_mode``
+        the features do not depend on it; in ``"batch"`` mode each forward pass of
+        ``batch_size`` windows is one BN batch, as in ``convfeat extract``).
+
+    Row i equals ``embed(signals[i], sr[i], ...)`` (to float32 rounding), and a file's
+    feature from ``convfeat extract`` with the same policy.
+    """
+    policy = policy_of(short, long, hop)
+    if int(batch_size) < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    net = get_model(model, weights, bn_mode, seed)
+    pairs = as_signals(signals, sr)
+    return embed_windows(net, (audio.to_windows(y, s, policy) for y, s in pairs), layers, int(batch_size))
+
+
 def embed(y: np.ndarray, sr: int, model: str | CompactConvnet = "choi2017", layers: str = "12345",
           bn_mode: str | None = None, weights: str | Path | None = None, seed: int = 0,
-          short: str = "repeat") -> np.ndarray:
+          short: str = "repeat", long: str = "first", hop: float = 29.0) -> np.ndarray:
     """Multi-layer convnet feature of one signal.
 
     y: audio, ``(samples,)`` or 2-D with channels on the shorter axis; any
         length and sample rate ``sr`` (Hz).  Mixed to mono, resampled to 12 kHz,
         cut to the first 29 s (shorter audio repeated, or zero-padded with
-        ``short="pad"``).
-    model: ``"choi2017"`` (published weights), ``"choi2017-k2"``, ``"random"``
-        or a :class:`~convfeat.models.CompactConvnet` (e.g. a calibrated one).
+        ``short="pad"``); with ``long="mean"`` the features of every full 29-s
+        window starting every ``hop`` seconds are averaged (``convfeat extract --long mean``).
+    model: ``"choi2017"`` (published weights), ``"choi2017-k2"``, ``"random"``,
+        ``"convfeat-synth"`` or a :class:`~convfeat.models.CompactConvnet` (e.g. a calibrated one).
     layers: blocks to concatenate, e.g. ``"12345"`` (default), ``"5"``, ``"135"``.
-    bn_mode: ``"instance"`` (default), ``"batch"`` (a single signal is a batch
+    bn_mode: ``"instance"`` (default), ``"batch"`` (a single window is a batch
         of one, so it equals ``"instance"`` here), ``"calibrated"`` (pass a
         calibrated model) or ``"stored"`` (choi2017-k2).
 
@@ -151,11 +261,10 @@ def embed(y: np.ndarray, sr: int, model: str | CompactConvnet = "choi2017", laye
     Raises :class:`InputError` when the feature is not finite (samples so large,
     e.g. 1e30, that the model's float32 spectrogram overflows): never NaN.
     """
-    net = get_model(model, weights, bn_mode, seed)
-    windows = prepare(y, sr, short)[None]
-    out = _forward(net, windows)
-    _finite_or_raise(out, parse_layers(layers), windows, overflow=front_end_overflows(net, windows))
-    return concat_layers(out, layers)[0]
+    try:
+        return embed_batch([y], sr, model, layers, bn_mode, weights, seed, short, long, hop, batch_size=8)[0]
+    except InputError as exc:       # one signal: no "signal 0: " prefix
+        raise InputError(str(exc).removeprefix("signal 0: ")) from None
 
 
 def tag(y: np.ndarray, sr: int, model: str | CompactConvnet = "choi2017", bn_mode: str | None = None,
@@ -176,7 +285,13 @@ def tag(y: np.ndarray, sr: int, model: str | CompactConvnet = "choi2017", bn_mod
 
 def tag_batch(ys, srs, model: CompactConvnet, top_k: int | None = None, short: str = "repeat") -> list:
     """Tags of several signals run as ONE batch (what ``bn_mode="batch"`` means):
-    a list of ``{tag: probability}`` dicts in input order."""
+    a list of ``{tag: probability}`` dicts in input order.
+
+    ys, srs: the signals and their sample rates (Hz), handled as in :func:`tag` (first 29-s
+    window of each); model: a loaded model (:func:`get_model`, e.g. in ``bn_mode="batch"``,
+    where each signal's tags depend on the others in the batch; in a batch-invariant mode the
+    result equals :func:`tag` per signal); top_k: keep the k most probable tags of each.
+    """
     _require_tags(model)
     windows = np.stack([prepare(y, sr, short) for y, sr in zip(ys, srs)])
     out = _forward(model, windows)

@@ -54,6 +54,9 @@ def extract_cmd(
     strict: bool = typer.Option(False, help="Stop at the first item that fails (everything finished is kept)."),
     calibration_size: int = typer.Option(256, min=1, help="Clips sampled for bn_mode calibrated."),
     calibration_seed: int = typer.Option(0, help="Seed of the calibration sample."),
+    frames: bool = typer.Option(False, "--frames", help="Also store frame-level features of the convnet sets "
+                                "(85.3-ms frames for choi2017, of the first 29 s with --long first, of the whole "
+                                "file with --long mean), read back with convfeat.load_frames."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
     cluster: Optional[str] = typer.Option(None, metavar="ADDRESS", help="Extract on a Dask cluster: "
                                           "tcp://HOST:PORT (a running scheduler), local or local:N (N worker "
@@ -84,7 +87,7 @@ def extract_cmd(
             for m in model]
     policy = ex.Policy(short=short.value, long=long.value, hop_seconds=hop)
     log = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
-    common = dict(batch_size=batch_size, device=device.value, precision=precision.value,
+    common = dict(batch_size=batch_size, device=device.value, precision=precision.value, frames=frames,
                   calibration_size=calibration_size, calibration_seed=calibration_seed,
                   progress=not quiet and sys.stderr.isatty(), command=" ".join(["convfeat"] + sys.argv[1:]), log=log)
     if cluster is None and keep_parts:

@@ -173,6 +173,7 @@ def run_task(task: dict) -> dict:
         _wait_for_lock(part)
         summary = extract([], part, task["sets"], task["policy"], batch_size=task["batch_size"], workers=0,
                           device=task["device"], precision=task.get("precision", "fp32"),
+                          frames=task.get("frames", False),
                           shard=f"{task['index']}/{task['total']}", command=task["command"],
                           items=task["items"], calibrations=task["calibrations"], model_cache=_MODELS,
                           on_progress=_reporter(task.get("topic"), task["index"]))
@@ -256,14 +257,14 @@ class _Tally:
 def extract_on_cluster(inputs: list, out: str | Path, sets: list[SetSpec] | None = None,
                        policy: Policy | None = None, cluster: str = "local", *,
                        items_per_task: int = ITEMS_PER_TASK, batch_size: int | None = None, device: str = "auto",
-                       precision: str = "fp32",
+                       precision: str = "fp32", frames: bool = False,
                        calibration_size: int = 256, calibration_seed: int = 0, keep_parts: bool = False,
                        retries: int = TASK_RETRIES, connect_timeout: float = CLUSTER_CONNECT_TIMEOUT,
                        progress: bool = False, command: str = "", log=None) -> Summary:
     """:func:`~convfeat.extraction.pipeline.extract` on a Dask cluster: same file, same features.
 
     inputs, sets, policy, batch_size (windows per inference batch in each task; default 8), device
-        (resolved by each worker), precision, calibration_size, calibration_seed: as for ``extract``.
+        (resolved by each worker), precision, frames, calibration_size, calibration_seed: as for ``extract``.
         A ``bn_mode="batch"`` set is refused: its features depend on the batches of the whole
         collection, which a task per shard cannot reproduce.
     cluster: where to run (see :func:`connect`): ``tcp://host:port``, ``local[:N]`` or
@@ -301,7 +302,7 @@ def extract_on_cluster(inputs: list, out: str | Path, sets: list[SetSpec] | None
             raise ExtractError(f"two feature sets would share a name: {names}; add name=… to one of them")
         all_items = collect_items(inputs)
         calibrations, configs = _prepare_sets(sets, names, all_items, policy, device, parts,
-                                              calibration_size, calibration_seed, log, precision)
+                                              calibration_size, calibration_seed, log, precision, frames)
         if check_target(out_abs):
             if _holds_everything(out_abs, [it["id"] for it in all_items], configs):
                 log(f"nothing to do: {out} holds every item with {', '.join(names)}")
@@ -314,6 +315,7 @@ def extract_on_cluster(inputs: list, out: str | Path, sets: list[SetSpec] | None
         n, shards = plan_shards(all_items, items_per_task)
         common = {"total": n, "marker": str(parts / PARTS_MARKER), "roots": [str(Path(p).resolve()) for p in inputs],
                   "sets": sets, "policy": policy, "batch_size": batch_size, "device": device, "precision": precision,
+                  "frames": frames,
                   "calibrations": calibrations, "command": command}      # what every task is told
         with WriteLock(parts / "client", advice="wait for that cluster run to end"):
             result = _run(client, where, common, shards, parts, out_abs, configs, retries, progress, log)
@@ -328,7 +330,7 @@ def extract_on_cluster(inputs: list, out: str | Path, sets: list[SetSpec] | None
 
 
 def _prepare_sets(sets, names, all_items, policy, device, parts, size, seed, log,
-                  precision: str = "fp32") -> tuple[dict, dict]:
+                  precision: str = "fp32", frames: bool = False) -> tuple[dict, dict]:
     """``({name: Calibration}, {name: config})``: each set's configuration as a part must
     hold it, and the calibration of calibrated sets, estimated here once (or restored from
     an earlier part), exactly as a single-process run on the whole collection does."""
@@ -355,6 +357,10 @@ def _prepare_sets(sets, names, all_items, policy, device, parts, size, seed, log
             calibration = _calibration(earlier.get(name), name, model, all_items, policy, size, seed, log)
             calibrations[name] = calibration
         configs[name] = set_config(spec, model, policy, calibration, precision)[0]
+        if frames and model is not None:
+            from ..frames import frames_config
+
+            configs[name]["frames"] = frames_config(model, policy)
     return calibrations, configs
 
 

@@ -146,8 +146,9 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
             batch_size: int | None = None, workers: int | str = 1, device="auto", shard: str | None = None,
             strict: bool = False, calibration_size: int = 256, calibration_seed: int = 0,
             progress: bool = False, command: str = "", log=None, precision: str = "fp32",
-            batch_order: str | None = None, batch_seed: int | None = None, *, items: list | None = None,
-            calibrations: dict | None = None, model_cache: dict | None = None, on_progress=None) -> Summary:
+            batch_order: str | None = None, batch_seed: int | None = None, frames: bool = False, *,
+            items: list | None = None, calibrations: dict | None = None, model_cache: dict | None = None,
+            on_progress=None) -> Summary:
     """Extract feature ``sets`` of every audio item in ``inputs`` into the HDF5 file ``out``.
 
     inputs: folders (recursive), audio files, ``.txt`` lists or manifest CSVs
@@ -171,6 +172,9 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     shard: ``"I/N"`` keeps the items whose stable id hash falls in shard I.
     strict: stop at the first failed item (everything finished so far is kept).
     calibration_size, calibration_seed: the sample of ``bn_mode="calibrated"`` sets.
+    frames: also store each convnet set's frame-level features (:mod:`convfeat.frames`: of
+        the first 29-s window with ``long="first"``, of the whole signal with ``"mean"``) as
+        a ragged per-item array (:mod:`convfeat.store.frames`; ``convfeat.load_frames``).
 
     Hooks of :func:`convfeat.extraction.cluster.extract_on_cluster` (one call per shard):
     items: the collection, already collected (``inputs`` is then not read);
@@ -235,6 +239,10 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
             config, provenance, widths = set_config(spec, model, policy, calibration, precision,
                                                     batching.record() if model is not None and model.bn_mode == "batch"
                                                     else None)
+            if frames and model is not None:
+                from ..frames import frames_config
+
+                config["frames"] = provenance["frames"] = frames_config(model, policy)
             fs = ff.ensure_set(name, widths, config, provenance)
             if calibration is not None and not fs.calibration:
                 fs.calibration = calibration.to_arrays()
@@ -408,6 +416,21 @@ class _Runner:
                 del self.pending[item_id]
                 self._complete(p)
 
+    def _frames(self, dec: dict, bad: list) -> dict:
+        """Frame features of the item for the sets stored with frames (appending to ``bad``)."""
+        from ..errors import ConvfeatError
+        from ..frames import frames_of_signal
+
+        out = {}
+        signal = dec["signal"][:self.policy.window_samples] if self.policy.long == "first" else dec["signal"]
+        for name, fs in self.ff.sets.items():
+            if name in self.models and fs.frames is not None:
+                try:
+                    out[name] = frames_of_signal(self.models[name], signal, "12345", self.policy.short)[1]
+                except ConvfeatError as exc:
+                    bad.append(f"{name}: {exc}")
+        return out
+
     def _complete(self, p: dict) -> None:
         """All windows of an item are through the models: its mean features, checked finite."""
         dec = p["item"]
@@ -423,11 +446,12 @@ class _Runner:
             elif layers:
                 shown = f"{layers[0]}…{layers[-1]}" if layers == list(LAYER_NAMES) else ", ".join(layers)
                 bad.append(f"{name} {shown}")
+        frames = {} if bad else self._frames(dec, bad)
         if bad:
             dec = dict(dec, status="failed", reason=not_finite_reason(dec.get("path", dec["id"]), "; ".join(bad),
                                                                       dec.get("peak", float("nan"))))
-            feats = {}
-        self._finish(dec, feats)
+            feats, frames = {}, {}
+        self._finish(dec, feats, frames)
 
     def _mfcc_feats(self, dec: dict) -> dict:
         """{set name: {"mfcc": (120,)}} of the MFCC sets, each from the decoded item's MFCC of its window kind."""
@@ -435,9 +459,11 @@ class _Runner:
                 for n, s in zip(self.names, self.specs) if s.model == "mfcc"}
         return {n: {"mfcc": dec[k]} for n, k in keys.items() if k in dec}
 
-    def _finish(self, dec: dict, feats: dict) -> None:
+    def _finish(self, dec: dict, feats: dict, frames: dict | None = None) -> None:
         update = {k: dec[k] for k in ("id", "status", "reason", "duration", "source_sr", "channels", "windows")}
         update["features"] = feats
+        if frames:
+            update["frames"] = frames
         self.finished.append(update)
         self.n_processed += 1
         if dec["status"] == "ok" and np.isfinite(dec["duration"]):

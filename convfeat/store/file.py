@@ -38,6 +38,7 @@ import numpy as np
 
 from ..fileio import (atomic_path, canonical_json, describe_os_error, json_default, one_line,
                       remove_stale_temporaries)
+from .frames import checked_frames
 from .layout import (_NUMERIC, FORMAT, FORMAT_VERSION, ITEM_COLUMNS, FeatureSet, Items, StoreError, format_version,
                      hdf5_problem, header_problem, newer_version_message, read_state, storable_text, timestamp,
                      write_state)
@@ -305,7 +306,7 @@ class FeatureFile:
             return fs
         n = len(self.items)
         fs = FeatureSet(name, {k: np.zeros((n, w), np.float32) for k, w in widths.items()},
-                        np.zeros(n, bool), config, provenance)
+                        np.zeros(n, bool), config, provenance, frames={} if "frames" in config else None)
         self.sets[name] = fs
         self.dirty = True
         self._apply(self._replayed)
@@ -332,7 +333,8 @@ class FeatureFile:
         checked = [self._checked(u) for u in updates]
         self._apply(checked)
         self.dirty = True
-        payload = {"updates": json.dumps([{k: v for k, v in u.items() if k != "features" and not k.startswith("_")}
+        payload = {"updates": json.dumps([{k: v for k, v in u.items() if k not in ("features", "frames")
+                                           and not k.startswith("_")}
                                           for u in checked],
                                          default=json_default),
                    "configs": canonical_json({name: fs.config for name, fs in self.sets.items()})}
@@ -340,6 +342,8 @@ class FeatureFile:
             for set_name, arrays in u.get("features", {}).items():
                 for ds, vec in arrays.items():
                     payload[f"f{j}|{set_name}|{ds}"] = np.asarray(vec, np.float32)
+            for set_name, arr in u.get("frames", {}).items():
+                payload[f"r{j}|{set_name}"] = arr
         final = self.journal_dir / f"{time.time_ns():020d}-{os.getpid()}-{self._journal_seq + 1:08d}.npz"
         try:
             self.journal_dir.mkdir(exist_ok=True)
@@ -412,6 +416,19 @@ class FeatureFile:
             features[set_name] = converted
         if features:
             out["features"] = features
+        frames = {}
+        for set_name, arr in (u.get("frames") or {}).items():
+            fs = self.sets.get(set_name)
+            if fs is not None and fs.frames is not None and set_name in features:
+                arr, problem = checked_frames(arr, sum(a.shape[1] for a in fs.datasets.values()))
+                if problem:
+                    problems.append(f"{set_name}: {problem}")
+                else:
+                    frames[set_name] = arr
+            elif fs is None:
+                frames[set_name] = arr            # checked when the set is declared
+        if frames:
+            out["frames"] = frames
         if "configs" in u:
             out["configs"] = u["configs"]
         if problems:
@@ -449,6 +466,10 @@ class FeatureFile:
                 for ds, vec in arrays.items():
                     fs.datasets[ds][i] = vec
                 fs.done[i] = True
+            for set_name, arr in u.get("frames", {}).items():
+                fs = self.sets.get(set_name)
+                if fs is not None and fs.frames is not None:
+                    fs.frames[i] = arr
 
     def _replay_journal(self) -> None:
         """Load batches journaled since the last checkpoint (kept until the next one,
@@ -465,6 +486,9 @@ class FeatureFile:
                         if key.startswith("f"):
                             j, set_name, ds = key[1:].split("|")
                             updates[int(j)].setdefault("features", {}).setdefault(set_name, {})[ds] = z[key]
+                        elif key.startswith("r"):         # frame features (extract --frames)
+                            j, set_name = key[1:].split("|")
+                            updates[int(j)].setdefault("frames", {})[set_name] = z[key]
             except (OSError, ValueError, KeyError):
                 continue  # not one of ours (entries are renamed into place whole)
             for u in updates:

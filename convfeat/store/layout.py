@@ -24,6 +24,9 @@ selective counterpart.  Layout (documented in the README, "File format")::
         calibration/        (bn_mode "calibrated") layerK_mean, layerK_var, and
                             ids: item ids of the calibration sample, drawn
                             from the whole collection so shards share it
+        frames/             (extract --frames) data (total_frames, 160) and
+                            offsets (N + 1,): the ragged per-item frame features
+                            (:mod:`convfeat.store.frames`)
 
 Configs are stored as :func:`convfeat.fileio.canonical_json` text: its exact
 spacing is part of the format (appending compares it).
@@ -39,6 +42,7 @@ import numpy as np
 
 from ..errors import ConvfeatError
 from ..fileio import canonical_json, json_default, one_line, to_plain
+from .frames import read_frames, write_frames
 
 FORMAT = "convfeat-features"
 FORMAT_VERSION = 1
@@ -122,6 +126,7 @@ class FeatureSet:
     config: dict              # what must match to append (model, weights, policies…)
     provenance: dict = field(default_factory=dict)
     calibration: dict | None = None  # {"indices": array, "layerK_mean": …, "layerK_var": …}
+    frames: dict | None = None       # sets with config["frames"]: {row: (T, D) float32} (store/frames.py)
 
     def resize(self, n: int) -> None:
         """Grow to ``n`` items: new rows are zero and not done."""
@@ -228,6 +233,8 @@ def write_state(path, attrs: dict, items: Items, sets: dict[str, FeatureSet]) ->
                 cg = sg.create_group("calibration")
                 for k, v in fs.calibration.items():
                     cg.create_dataset(k, data=np.asarray(v))
+            if fs.frames is not None:
+                write_frames(sg, fs.frames, n, fs.config["frames"])
 
 
 def read_state(path) -> tuple[dict, Items, dict[str, FeatureSet]]:
@@ -266,5 +273,6 @@ def read_state(path) -> tuple[dict, Items, dict[str, FeatureSet]]:
                         and k != "done"}
             cal = ({k: sg["calibration"][k][()] for k in sg["calibration"]} if "calibration" in sg else None)
             sets[name] = FeatureSet(name, datasets, sg["done"][()].astype(bool),
-                                    json.loads(sg.attrs["config"]), json.loads(sg.attrs["provenance"]), cal)
+                                    json.loads(sg.attrs["config"]), json.loads(sg.attrs["provenance"]), cal,
+                                    read_frames(sg["frames"]) if "frames" in sg else None)
     return attrs, Items(cols, meta), sets

@@ -211,6 +211,9 @@ def merge(out, shards: Sequence, *, attrs: dict | None = None, allow_pending_jou
             calibration = {k: np.asarray(v) for k, v in f0.calibration.items()}
             calibration = _remap_calibration(calibration, items, columns["id"])
         merged_sets[name] = FeatureSet(name, datasets, done, f0.config, f0.provenance, calibration)
+        if f0.frames is not None:         # extract --frames: the ragged per-item frames follow their rows
+            merged_sets[name].frames = {int(d): sets[s][name].frames[int(r)] for s, dest, src in picks
+                                        for d, r in zip(dest, src) if int(r) in (sets[s][name].frames or {})}
 
     now = timestamp()
     file_attrs = {k: v for k, v in all_attrs[0].items() if k not in ("shard", "created", "updated", "command")}
