@@ -26,6 +26,7 @@ from convfeat.cli import app
 from convfeat.extraction import ExtractError, Policy, extract, extract_on_cluster, parse_set
 from convfeat.extraction import cluster as cluster_mod
 from convfeat.store.file import StoreError, read_state
+from convfeat.store.frames import load_frames
 
 from conftest import chirp, noise, tone
 
@@ -141,7 +142,7 @@ def slow_workers(client):
 def test_same_features_as_single_process_for_mfcc_and_calibrated_sets(client, collection, tmp_path, monkeypatch):
     """(The convnet set of the default bn_mode: test_worker_killed_mid_task_resumes_from_its_journal.)"""
     sets = [parse_set("mfcc"), parse_set("random:bn_mode=calibrated")]
-    single = extract([collection], tmp_path / "single.h5", sets, workers=0, calibration_size=4)
+    single = extract([collection], tmp_path / "single.h5", sets, workers=0, calibration_size=4, frames=True)
     assert single.processed == 12
     counted = []
 
@@ -160,7 +161,7 @@ def test_same_features_as_single_process_for_mfcc_and_calibrated_sets(client, co
     client.run(_count_model_loads)
     out = tmp_path / "cluster.h5"
     summary = extract_on_cluster([collection], out, sets, cluster=client.scheduler.address, items_per_task=2,
-                                 calibration_size=4, progress=True, command="test")
+                                 calibration_size=4, progress=True, command="test", frames=True)
     loads = client.run(_model_loads)
     assert (summary.total, summary.processed, summary.done_before, summary.failed) == (12, 12, 0, [])
     _same_file_contents(tmp_path / "single.h5", out)
@@ -169,6 +170,13 @@ def test_same_features_as_single_process_for_mfcc_and_calibrated_sets(client, co
     assert set(calibration_single) == set(calibration_cluster)
     for k, v in calibration_single.items():
         np.testing.assert_array_equal(calibration_cluster[k], v)
+    # frame-level features (--frames) travel through the tasks and the merge too
+    ids_a, times_a, frames_a = load_frames(tmp_path / "single.h5", "random-calibrated")
+    ids_b, times_b, frames_b = load_frames(out, "random-calibrated")
+    assert ids_a == ids_b and len(frames_a) == 12
+    for ta, tb, fa, fb in zip(times_a, times_b, frames_a, frames_b):
+        np.testing.assert_array_equal(ta, tb)
+        np.testing.assert_allclose(fb, fa, rtol=1e-6, atol=1e-6)
     # the provenance names the cluster run; the parts are gone
     n, shards = cluster_mod.plan_shards([{"id": p.name} for p in sorted(collection.iterdir())], 2)
     attrs = read_state(out)[0]
