@@ -133,6 +133,15 @@ def test_extract_frames_round_trips(frames_file):
         convfeat.load_frames(out, "random", ids=["broken.wav"])
     with pytest.raises(ValueError, match="no frames; extract it with --frames"):
         convfeat.load_frames(out, "mfcc")
+    # convfeat info says what is stored
+    from convfeat.store import format_info, info
+
+    d = info(out)
+    n_frames = sum(len(x) for x in frames)
+    assert d["sets"]["random"]["frames"] == {"hop_seconds": pytest.approx(1024 / SR), "total_frames": n_frames,
+                                             "n_items": 2, "width": 160}
+    assert d["sets"]["mfcc"]["frames"] is None
+    assert f"frames: {n_frames} x 160 for 2 items, one every 85.3 ms" in format_info(d)
 
 
 def test_frames_survive_the_journal_and_merge(frames_file, tmp_path):

@@ -59,11 +59,19 @@ def info(path) -> dict:
                 "provenance": json.loads(sg.attrs.get("provenance", "{}")),
                 "calibration": ({k: tuple(int(s) for s in v.shape) for k, v in sg["calibration"].items()
                                  if isinstance(v, h5py.Dataset)} if "calibration" in sg else None),
+                "frames": _frames_summary(sg["frames"]) if "frames" in sg else None,
             }
         meta_columns = list(meta_datasets(h))
     return {"path": str(path), "size_bytes": path.stat().st_size, "attrs": attrs, "n_items": int(len(ids)),
             "status": counts, "failures": failures, "meta_columns": meta_columns, "sets": sets,
             "pending_journal": pending_batches(path)}
+
+
+def _frames_summary(fg) -> dict:
+    """What ``extract --frames`` stored: frame hop, total frames, items that have frames."""
+    offsets = fg["offsets"][()]
+    return {"hop_seconds": float(fg.attrs["hop_seconds"]), "total_frames": int(offsets[-1]) if len(offsets) else 0,
+            "n_items": int((offsets[1:] > offsets[:-1]).sum()), "width": int(fg["data"].shape[1])}
 
 
 def _shapes(datasets: dict) -> str:
@@ -173,6 +181,10 @@ def format_info(d: dict, max_failures: int = 20) -> str:
                                        break_long_words=False, break_on_hyphens=False)
             if s.get("calibration"):
                 lines.append(f"{pad}calibration: {_shapes(s['calibration'])}")
+            if s.get("frames"):
+                f = s["frames"]
+                lines.append(f"{pad}frames: {f['total_frames']} x {f['width']} for {f['n_items']} items, one every "
+                             f"{f['hop_seconds'] * 1000:.1f} ms (convfeat.load_frames)")
     else:
         lines.append("  feature sets: (none)")
     failures = d["failures"]
