@@ -5,7 +5,7 @@
 Everything is measured in this one run, on one generated collection (44.1-kHz stereo FLAC
 "songs", as bench/extract.py makes them):
 
-* single        ``convfeat.extraction.extract`` in this process (``--single-workers``
+* single        ``convfeat.extraction.extract`` in this process (``--single-workers``, default auto
                 decoding processes, torch's default threads: every core), after a one-file
                 run has imported torch: the reference.
 * cluster cold  ``extract_on_cluster(cluster="local:N")`` as the command line runs it: the
@@ -65,7 +65,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=2, help="worker processes of the LocalCluster (default 2)")
     ap.add_argument("--items-per-task", type=int, default=0,
                     help="items per task (default: enough for 4 tasks per worker)")
-    ap.add_argument("--single-workers", type=int, default=1, help="decoding processes of the single run")
+    ap.add_argument("--single-workers", default="auto",
+                    help="decoding processes of the single run (default auto, as convfeat extract)")
     ap.add_argument("--model", default="random", help="feature set (default random: choi2017's cost, no weights)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--scaling", default="", help="also warm runs with these worker counts, e.g. 1,2,4")
@@ -94,7 +95,9 @@ def main(argv=None) -> dict:
 
         extract(sorted(songs.iterdir())[:1], tmp / "warmup.h5", sets, workers=0)   # torch imported, kernels loaded
         single = measure("single process", lambda: extract([songs], tmp / "single.h5", sets,
-                                                           batch_size=args.batch_size, workers=args.single_workers),
+                                                           batch_size=args.batch_size,
+                                                           workers=(args.single_workers if args.single_workers == "auto"
+                                                                    else int(args.single_workers))),
                          audio)
         result["runs"].append(single)
         cold = measure(f"cluster local:{args.workers} cold",
