@@ -3,6 +3,7 @@
     python bench/extract.py [--files 160] [--mp3-files 32] [--seconds 30] [--batch-size 8] [--hour-minutes 60]
                             [--resampler] [--cores] [--precision] [--rss] [--json FILE]
     python bench/extract.py --files 4 --hour-minutes 2 --resampler --cores --precision   # smoke test
+    python bench/extract.py --files 160 --hour-minutes 0 --cluster local:2              # + the Dask overhead
 
 Everything is measured in this one run, on generated 44.1-kHz stereo "songs" (chirps, tones,
 noise) written as 16-bit FLAC and as MP3 (libsndfile's encoder), with the random-weights model
@@ -350,8 +351,13 @@ def main() -> None:
     ap.add_argument("--rss-counts", default="100,1000,3000")
     ap.add_argument("--rss-minutes", type=float, default=60.0)
     ap.add_argument("--rss-hops", default="29,1")
+    ap.add_argument("--cluster", default=None, metavar="local:N",
+                    help="also time `extract --cluster local:N` against the single-process run on --files "
+                         "songs (bench/cluster.py: cold and warm cluster, overhead)")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = ap.parse_args()
+    if args.cluster is not None and not (args.cluster == "local" or args.cluster.startswith("local:")):
+        ap.error("--cluster takes local or local:N (a LocalCluster of N worker processes)")
 
     import torch
 
@@ -381,6 +387,13 @@ def main() -> None:
             counts = [int(x) for x in args.rss_counts.split(",") if x.strip()]
             hops = [float(x) for x in args.rss_hops.split(",") if x.strip()]
             report["rss"] = rss_section(tmp, counts, args.rss_minutes, hops, "random")
+    if args.cluster is not None:
+        import cluster as cluster_bench   # bench/cluster.py, beside this file
+
+        n = args.cluster.partition(":")[2] or str(cores)
+        print()
+        report["cluster"] = cluster_bench.main(["--files", str(max(args.files, 8)), "--seconds", str(args.seconds),
+                                                "--workers", n, "--batch-size", str(args.batch_size)])
     report["targets"] = targets(report)
     report["machine"]["load_average_after"] = os.getloadavg()
     print(f"load average after {report['machine']['load_average_after'][0]:.2f} ({cores} cores)")
