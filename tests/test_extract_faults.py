@@ -26,7 +26,7 @@ from convfeat import api, audio
 from convfeat.cli import app
 from convfeat.errors import InputError
 from convfeat.extraction import Policy, extract, parse_set
-from convfeat.extraction import pipeline
+from convfeat.extraction import decoding, pipeline
 from convfeat.extraction.worker import decode_item
 from convfeat.store.file import read_state
 
@@ -118,7 +118,7 @@ def test_decoding_runs_only_a_bounded_number_of_items_ahead(tmp_path, monkeypatc
         _write(src / f"c{i:02d}.wav", tone(200 + 10 * i, 0.5), 12000)
     log = tmp_path / "log.txt"
     monkeypatch.setenv(LOG_ENV, str(log))
-    monkeypatch.setattr(pipeline, "decode_item", spies.logging_decode)
+    monkeypatch.setattr(decoding, "decode_item", spies.logging_decode)
     real_add = pipeline._Runner.add
 
     def slow_add(self, decoded):            # inference much slower than decoding
@@ -130,7 +130,7 @@ def test_decoding_runs_only_a_bounded_number_of_items_ahead(tmp_path, monkeypatc
     monkeypatch.setattr(pipeline._Runner, "add", slow_add)
     summary = extract([src], tmp_path / "f.h5", sets=[parse_set(SYNTH)], policy=SHORT, workers=2, batch_size=4)
     assert summary.failed == [] and summary.processed == 16
-    ahead, most, decoded, consumed = pipeline.decode_ahead(2), 0, 0, 0
+    ahead, most, decoded, consumed = decoding.decode_ahead(2), 0, 0, 0
     for line in log.read_text().splitlines():
         decoded += line.startswith("decoded")
         consumed += line.startswith("consumed")
@@ -143,7 +143,7 @@ def test_a_worker_that_dies_fails_its_item_and_the_run_goes_on(tmp_path, monkeyp
     src = tmp_path / "in"
     for name in ("a.wav", "b.wav", "crash.wav", "d.wav", "e.wav"):
         _write(src / name, tone(330, 0.5), 12000)
-    monkeypatch.setattr(pipeline, "decode_item", spies.crashing_decode)
+    monkeypatch.setattr(decoding, "decode_item", spies.crashing_decode)
     summary = extract([src], tmp_path / "f.h5", sets=[parse_set(SYNTH)], policy=SHORT, workers=2)
     assert [i for i, _ in summary.failed] == ["crash.wav"]
     assert summary.failed[0][1].startswith("crash.wav: the decoding process died on it, twice (a crash inside")
@@ -236,7 +236,7 @@ def test_rows_the_store_refuses_are_failures_of_the_run(tmp_path, monkeypatch):
             out["source_sr"] = 2 ** 32
         return out
 
-    monkeypatch.setattr(pipeline, "decode_item", decode)
+    monkeypatch.setattr(decoding, "decode_item", decode)
     summary = extract([src], tmp_path / "f.h5", sets=[parse_set("mfcc")], workers=0)
     assert [i for i, _ in summary.failed] == ["b.wav"] and "source_sr 4294967296" in summary.failed[0][1]
     res = runner.invoke(app, ["extract", str(src), "-o", str(tmp_path / "g.h5"), "-m", "mfcc", "--workers", "0"])

@@ -18,7 +18,7 @@ from convfeat.cli import app
 from convfeat.constants import SAMPLE_RATE
 from convfeat.errors import InputError
 from convfeat.extraction import ExtractError, Policy, extract, parse_set
-from convfeat.extraction import cores, pipeline
+from convfeat.extraction import cores, decoding, pipeline
 from convfeat.extraction.cores import CONVNET_MS, DECODE_MS, MFCC_MS, plan_cores, resolve_device
 from convfeat.models import load_model
 from convfeat.models.precision import autocast
@@ -87,7 +87,7 @@ def test_cli_workers_auto_is_the_default_and_sets_torch_threads_for_the_run(tmp_
     monkeypatch.setattr(pipeline, "plan_cores", lambda n, device, sets, n_items: seen.update(
         n=n, device=device, n_items=n_items) or (0, 1))        # 0 workers: decode in this process
     real = pipeline.decode_item
-    monkeypatch.setattr(pipeline, "decode_item", lambda job: seen.update(threads=torch.get_num_threads()) or real(job))
+    monkeypatch.setattr(decoding, "decode_item", lambda job: seen.update(threads=torch.get_num_threads()) or real(job))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

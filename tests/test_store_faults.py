@@ -218,6 +218,7 @@ def test_extract_goes_on_past_an_unfit_value(tmp_path, wav_folder, monkeypatch):
     """The pipeline's own use of the store: a decoder reporting a sample rate past
     int32 fails that item, the run and a re-run complete."""
     import convfeat.extraction.pipeline as pipeline
+    from convfeat.extraction import decoding
 
     sf.write(wav_folder / "liar.wav", tone(330, 1.0), SR)
     real_decode = pipeline.decode_item
@@ -228,7 +229,7 @@ def test_extract_goes_on_past_an_unfit_value(tmp_path, wav_folder, monkeypatch):
             out["source_sr"] = 2 ** 32 + 8000
         return out
 
-    monkeypatch.setattr(pipeline, "decode_item", decode)
+    monkeypatch.setattr(decoding, "decode_item", decode)
     out = tmp_path / "f.h5"
     for _ in range(2):
         pipeline.extract([wav_folder], out, sets=[pipeline.SetSpec("mfcc")], workers=0)

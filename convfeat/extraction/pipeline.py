@@ -1,6 +1,6 @@
 """The extraction pipeline: a collection of audio → one HDF5 feature file.
 
-Decoding (and MFCC) runs in worker processes; convnet inference is batched
+Decoding (and MFCC) runs in worker processes (:mod:`.decoding`); convnet inference is batched
 across files in the main process; results are journaled batch by batch and the
 file is rewritten atomically at checkpoints (see :mod:`convfeat.store`).
 Features do not depend on worker count, batch size or file order (except in
@@ -8,7 +8,6 @@ Features do not depend on worker count, batch size or file order (except in
 """
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -23,109 +22,10 @@ from ..models.calibration import Calibration, calibration_indices
 from ..store import FeatureFile
 from .batching import plan_batches
 from .cores import available_cores, plan_cores, resolve_device, torch_threads
+from .decoding import decoded_stream
 from .items import ExtractError, collect_items, parse_shard, shard_of
 from .sets import SetSpec, check_policy, check_window, set_config
-from .worker import decode_item, not_finite_reason, watch_parent, windows_of
-
-
-# -- decoding ---------------------------------------------------------------------
-DECODE_AHEAD_BYTES = 256 << 20   # decoded audio held ahead of inference beyond which no job is handed out
-
-
-def decode_ahead(workers: int) -> int:
-    """How many items may be decoded (or being decoded) and not yet taken by inference:
-    enough to keep ``workers`` processes busy while a batch runs, and no more."""
-    return 2 * workers + 2
-
-
-def _nbytes(decoded: dict) -> int:
-    return sum(v.nbytes for v in decoded.values() if isinstance(v, np.ndarray))
-
-
-def _crashed(job: tuple, exc: BaseException) -> dict:
-    item = job[0]
-    return {"id": item["id"], "path": item["path"], "status": "failed", "reason":
-            f"{item['path']}: the decoding process died on it, twice (a crash inside a decoder, or the "
-            f"system ran out of memory; {type(exc).__name__})",
-            "duration": float("nan"), "source_sr": 0, "channels": 0, "windows": 0, "peak": float("nan")}
-
-
-def _decoded_stream(jobs: list, workers: int, ahead: int | None = None,
-                    ahead_bytes: int = DECODE_AHEAD_BYTES):
-    """Decoded items in input order: in this process (``workers == 0``) or in
-    ``workers`` processes, which then overlap decoding with inference.
-
-    Memory is bounded whatever the number of items: at most ``ahead`` (default
-    :func:`decode_ahead`) items are handed to the workers and not yet taken from
-    this generator, and none more while the finished ones waiting here hold
-    ``ahead_bytes`` of audio.  A worker process that dies (a decoder crashing
-    in C) fails the item it was decoding, found by decoding each item then in
-    flight again on its own; the run goes on with a fresh set of workers.
-    """
-    if workers <= 0:
-        for job in jobs:
-            yield decode_item(job)
-        return
-    import multiprocessing as mp
-    from concurrent.futures import Future, ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
-    ahead = max(1, ahead or decode_ahead(workers))
-    todo = iter(jobs)
-    pending: deque = deque()   # [job, future, run alone], in input order
-    suspects: deque = deque()  # jobs in flight when a worker died: decoded again one at a time
-    fn = decode_item           # (looked up per run, so a patched module attribute is used)
-
-    def new_pool():
-        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),))
-
-    def submit(job) -> Future:
-        try:
-            return pool.submit(fn, job)
-        except BrokenProcessPool as exc:   # a worker died since the last result: handled below
-            lost = Future()
-            lost.set_exception(exc)
-            return lost
-
-    pool = new_pool()
-    finished = False
-    try:
-        while True:
-            if suspects:
-                if not pending:
-                    job = suspects.popleft()
-                    pending.append([job, submit(job), True])
-            else:
-                while len(pending) < ahead and sum(_nbytes(f.result()) for _, f, _ in pending
-                                                   if f.done() and not f.exception()) < ahead_bytes:
-                    job = next(todo, None)
-                    if job is None:
-                        break
-                    pending.append([job, submit(job), False])
-            if not pending:
-                break
-            job, future, alone = pending[0]
-            try:
-                decoded = future.result()
-            except BrokenProcessPool as exc:
-                pool.shutdown(wait=True, cancel_futures=True)
-                pool = new_pool()
-                lost = [p[0] for p in pending]
-                pending.clear()
-                if alone:           # it killed its worker on its own: that item fails
-                    yield _crashed(job, exc)
-                    lost = lost[1:]
-                suspects.extendleft(reversed(lost))
-                continue
-            pending.popleft()
-            yield decoded
-        finished = True
-    finally:
-        if not finished:   # stopped early (--strict, an error): do not wait for a long decode to end
-            for process in (getattr(pool, "_processes", None) or {}).values():
-                process.terminate()
-        pool.shutdown(wait=finished, cancel_futures=True)
+from .worker import decode_item, not_finite_reason, windows_of
 
 
 # -- the run ---------------------------------------------------------------------
@@ -261,7 +161,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
         jobs = [(it, policy, want_mfcc) for it in todo]
         bar = _Progress(len(todo), enabled=progress, callback=on_progress)
         try:
-            for decoded in _decoded_stream(jobs, workers):
+            for decoded in decoded_stream(jobs, workers):
                 runner.add(decoded)
                 bar.advance(runner.pop_finished())
                 if runner.stop:
