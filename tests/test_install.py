@@ -89,6 +89,7 @@ def test_wheel_install_carries_the_shipped_model(tmp_path):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
     assert {f"convfeat/models/shipped/{SHIPPED}/{f}" for f in ("model.json", "weights.npz", "MODEL_CARD.md")} <= names
+    assert "convfeat/models/fast_kernels.cpp" in names          # the fast path's C++ source
 
     # A fresh venv that sees the installed dependencies (torch, ...) through the system
     # site-packages, and the base pip (--without-pip: no seeding, and pip comes from the same
@@ -103,10 +104,13 @@ def test_wheel_install_carries_the_shipped_model(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     probe = ("import json, sysconfig, convfeat\n"
+             "from convfeat.models import fast\n"
              "from convfeat.models.trained import SHIPPED_DIR, shipped_models\n"
              "print(json.dumps({'file': convfeat.__file__, 'site': sysconfig.get_paths()['purelib'],\n"
-             "                  'shipped_dir': str(SHIPPED_DIR), 'shipped': shipped_models()}))")
+             "                  'shipped_dir': str(SHIPPED_DIR), 'shipped': shipped_models(),\n"
+             "                  'fast': fast.available(), 'fast_reason': fast.unavailable_reason()}))")
     info = json.loads(_run([python, "-c", probe], cwd=work).stdout.strip().splitlines()[-1])
+    assert info["fast"] is True, info                          # the installed copy builds its kernels
     site = Path(info["site"]).resolve()
     assert Path(info["file"]).resolve().is_relative_to(site), info
     assert site.is_relative_to(venv.resolve()) and not Path(info["file"]).resolve().is_relative_to(ROOT), info
