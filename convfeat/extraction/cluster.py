@@ -42,6 +42,7 @@ from ..fileio import canonical_json, one_line, write_text_atomic
 from ..store.file import StoreError, WriteLock, check_target, pending_batches, read_state
 from ..store.merge import config_difference, merge
 from .batching import DEFAULT_BATCH_SIZE
+from .cores import resolve_device
 from .items import ExtractError, collect_items, shard_of
 from .pipeline import Summary, _calibration, _Progress, extract
 from .sets import SetSpec, check_policy, check_window, set_config
@@ -334,12 +335,9 @@ def _prepare_sets(sets, names, all_items, policy, device, parts, size, seed, log
     """``({name: Calibration}, {name: config})``: each set's configuration as a part must
     hold it, and the calibration of calibrated sets, estimated here once (or restored from
     an earlier part), exactly as a single-process run on the whole collection does."""
-    import torch
-
     from ..models import load_model
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     earlier = {}
     for part in sorted(parts.glob("part-*-of-*.h5")) if parts.is_dir() else ():
         try:
