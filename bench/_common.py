@@ -39,11 +39,12 @@ def make_collection(root: Path, n: int, seconds: float, fmt: str = "flac") -> li
     return paths
 
 
-def make_long_file(path: Path, minutes: float, sr: int = SR_SRC) -> None:
-    """A stereo FLAC of ``minutes`` at ``sr`` (tones and a little noise), written minute by minute."""
+def make_long_file(path: Path, minutes: float, sr: int = SR_SRC, fmt: str = "FLAC") -> None:
+    """A stereo ``fmt`` file (FLAC, or WAV: 16-bit, 635 MB for an hour) of ``minutes`` at ``sr``
+    (tones and a little noise), written minute by minute."""
     block = 60 * sr
     rng = np.random.default_rng(0)
-    with sf.SoundFile(path, "w", samplerate=sr, channels=2, format="FLAC") as f:
+    with sf.SoundFile(path, "w", samplerate=sr, channels=2, format=fmt, subtype="PCM_16") as f:
         for k in range(int(np.ceil(minutes))):
             n = block if k + 1 <= minutes else int(round((minutes - k) * block))
             t = (np.arange(n) + k * block) / sr
@@ -143,16 +144,6 @@ def run_measured(argv: list[str], interval: float = 0.05, cwd: Path = ROOT) -> d
             "stderr_tail": streams.get("err", "")[-2000:]}
 
 
-def make_wav_hour(path: Path, minutes: float = 60.0, sr: int = SR_SRC) -> None:
-    """A 44.1-kHz stereo 16-bit WAV of ``minutes`` (635 MB for an hour), written minute by minute."""
-    block = 60 * sr
-    with sf.SoundFile(path, "w", samplerate=sr, channels=2, subtype="PCM_16") as f:
-        for k in range(int(round(minutes))):
-            t = (np.arange(block) + k * block) / sr
-            y = 0.3 * np.sin(2 * np.pi * (220 + 5 * k) * t) + 0.02 * np.sin(2 * np.pi * 3000 * t)
-            f.write(np.stack([y, y], axis=1).astype(np.float32))
-
-
 def rss_section(tmp: Path, counts: list[int], hour_minutes: float, hops: list[float], model: str) -> dict:
     """The ``--rss`` measurements (see the module docstring); prints a table, returns the figures."""
     result: dict = {"model": model, "short_files": [], "long_file": []}
@@ -183,7 +174,7 @@ def rss_section(tmp: Path, counts: list[int], hour_minutes: float, hops: list[fl
               f"sum VmHWM {result['short_files_ratio']['hwm_sum']:.2f}")
     if hour_minutes > 0 and hops:
         wav = tmp / "hour.wav"
-        make_wav_hour(wav, hour_minutes)
+        make_long_file(wav, hour_minutes, fmt="WAV")
         print(f"\n--long mean on one {hour_minutes:g}-min 44.1-kHz stereo 16-bit WAV "
               f"({wav.stat().st_size / 2**20:.0f} MiB); convfeat extract -m {model} --long mean --hop H")
         print(f"{'hop s':>6s} {'windows':>8s} {'tree peak MiB':>14s} {'sum VmHWM MiB':>14s} {'main MiB':>9s} "
