@@ -354,11 +354,7 @@ def _prepare_sets(sets, names, all_items, policy, device, parts, size, seed, log
         if model is not None and model.bn_mode == "calibrated":
             calibration = _calibration(earlier.get(name), name, model, all_items, policy, size, seed, log)
             calibrations[name] = calibration
-        configs[name] = set_config(spec, model, policy, calibration, precision)[0]
-        if frames and model is not None:
-            from ..frames import frames_config
-
-            configs[name]["frames"] = frames_config(model, policy)
+        configs[name] = set_config(spec, model, policy, calibration, precision, frames=frames)[0]
     return calibrations, configs
 
 

@@ -138,11 +138,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
                                            calibration_seed, log)
             config, provenance, widths = set_config(spec, model, policy, calibration, precision,
                                                     batching.record() if model is not None and model.bn_mode == "batch"
-                                                    else None)
-            if frames and model is not None:
-                from ..frames import frames_config
-
-                config["frames"] = provenance["frames"] = frames_config(model, policy)
+                                                    else None, frames)
             fs = ff.ensure_set(name, widths, config, provenance)
             if calibration is not None and not fs.calibration:
                 fs.calibration = calibration.to_arrays()

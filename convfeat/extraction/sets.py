@@ -86,8 +86,11 @@ FRONTEND = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "n_mels": N_
 
 
 def set_config(spec: SetSpec, model, policy: Policy, calibration=None, precision: str = "fp32",
-               batch: dict | None = None) -> tuple[dict, dict, dict]:
+               batch: dict | None = None, frames: bool = False) -> tuple[dict, dict, dict]:
     """(config that must match to append, provenance, dataset widths) of a set.
+
+    ``frames``: a convnet set stored with its frame-level features (``extract --frames``); their
+    grid (:func:`convfeat.frames.frames_config`) is the config's ``frames`` entry.
 
     ``batch``: for a ``bn_mode="batch"`` set, the batches it was extracted in
     (:meth:`~convfeat.extraction.batching.Batching.record`: size, order, seed), the config's ``batch`` entry.
@@ -125,6 +128,10 @@ def set_config(spec: SetSpec, model, policy: Policy, calibration=None, precision
             config["batch"] = batch
         if precision != "fp32":
             config["precision"] = precision
+        if frames:
+            from ..frames import frames_config
+
+            config["frames"] = frames_config(model, policy)
     provenance = dict(config, precision="fp32" if spec.model == "mfcc" else precision, versions=versions,
                       weights=getattr(model, "provenance", {}).get("weights")
                       if model is not None else None, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
