@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import audio
-from .constants import SAMPLE_RATE, UNITS_PER_LAYER
+from .constants import UNITS_PER_LAYER
 from .errors import InputError
 from .layers import parse_layers
 
@@ -116,14 +115,11 @@ def get_timestamp_embeddings(audio_batch: torch.Tensor, model: HearModel) -> tup
     """``(n_sounds, samples)`` at ``model.sample_rate`` → (float32 ``(n_sounds, T,
     timestamp_embedding_size)``, float32 timestamps ``(n_sounds, T)`` in milliseconds: frame
     centres, regularly spaced, the last at most half a frame past the end)."""
-    from .frames import frames_of_signal
+    from .frames import embed_frames
 
     out, stamps = [], None
-    for y in _sounds(audio_batch, model):
-        mono = audio.resample(y, model.sample_rate, SAMPLE_RATE)
-        if mono.size == 0:
-            raise InputError(f"a sound of {y.size} samples gives no sample at {SAMPLE_RATE} Hz")
-        stamps, frames = frames_of_signal(model.net, mono, model.layers, model.short)
+    for y in _sounds(audio_batch, model):    # embed_frames: the checked decode path, resampled to 12 kHz
+        stamps, frames = embed_frames(y, model.sample_rate, model=model.net, layers=model.layers, short=model.short)
         out.append(frames)
     emb = torch.from_numpy(np.stack(out))
     ts = torch.from_numpy(np.tile((stamps * 1000.0).astype(np.float32), (len(out), 1)))
