@@ -18,7 +18,8 @@ into features (the first 29 s of each file) per wall second: x real time.
               soxr HQ; only the first 29 s + 1 s), per file, in this process: one core;
 * naive       ``librosa.load(path, sr=12000)`` + a batch-of-1 forward of the reference module;
 * extract     ``convfeat.extract`` end to end (decode workers, batching, inference, HDF5
-              file) with ``--workers auto``, on the FLAC and on the MP3 files; and on one file,
+              file) with ``--workers auto``, on the FLAC and on the MP3 files (median of
+              ``--repeats`` runs, each into a new file, like every other timing); and on one file,
               its fixed cost (worker start-up, model, file), which a small ``--files`` makes
               dominant (the FLAC ratio to the bound is also given without it);
 * bound       the pipeline bound ``cores / (decode per file + fast model per clip, each on one
@@ -121,18 +122,23 @@ def naive_loop(paths: list[Path], model) -> float:
 
 
 def run_extract(folder: Path, out: Path, batch: int, workers="auto", threads: int | None = None,
-                precision: str = "fp32") -> float:
+                precision: str = "fp32", repeats: int = 1) -> float:
+    """Median wall seconds of ``repeats`` runs of ``convfeat.extract`` on ``folder``, each into a
+    new file (``out`` with the run's number)."""
     from convfeat.extraction import extract, parse_set
     from convfeat.extraction.cores import torch_threads
 
-    with torch_threads(threads):
-        t0 = time.perf_counter()
-        s = extract([folder], out, sets=[parse_set("random")], batch_size=batch, workers=workers,
-                    device="cpu", precision=precision)
-        wall = time.perf_counter() - t0
-    if s.failed or s.processed != s.total:
-        raise RuntimeError(f"extract failed: {s.failed[:3]}")
-    return wall
+    walls = []
+    for r in range(max(1, repeats)):
+        target = out.with_name(f"{out.stem}-{r}{out.suffix}")
+        with torch_threads(threads):
+            t0 = time.perf_counter()
+            s = extract([folder], target, sets=[parse_set("random")], batch_size=batch, workers=workers,
+                        device="cpu", precision=precision)
+            walls.append(time.perf_counter() - t0)
+        if s.failed or s.processed != s.total:
+            raise RuntimeError(f"extract failed: {s.failed[:3]}")
+    return float(np.median(walls))
 
 
 def rel_diff(a: dict, b: dict) -> dict:
@@ -178,8 +184,8 @@ def main_section(args, tmp: Path, cores: int) -> dict:
     torch.set_num_threads(threads)
     dec = {"flac": decode_per_file(flac, reps), "mp3": decode_per_file(mp3, reps)}
     t_naive = naive_loop(flac, model)
-    t_ext = {"flac": run_extract(tmp / "flac", tmp / "flac.h5", b), "mp3": run_extract(tmp / "mp3", tmp / "mp3.h5", b)}
-    t_one = run_extract(flac[0], tmp / "one.h5", b)     # fixed cost: worker start-up, model, file, one item
+    t_ext = {f: run_extract(tmp / f, tmp / f"{f}.h5", b, repeats=reps) for f in ("flac", "mp3")}
+    t_one = run_extract(flac[0], tmp / "one.h5", b, repeats=reps)  # fixed cost: worker start-up, model, file, one item
     per_clip1 = t_fast1 / n
     rows = {"reference module": (t_ref, n), "fast model": (t_fast, n), "fast model, 1 core": (t_fast1, n),
             "decode + resample FLAC, 1 core": (dec["flac"] * n, n), "decode + resample MP3, 1 core": (dec["mp3"] * n3, n3),
@@ -277,7 +283,8 @@ def cores_section(args, tmp: Path, cores: int) -> dict:
           f"{auto[1]} thread(s)):")
     out = []
     for w, th in pairs:
-        wall = run_extract(tmp / "flac", tmp / f"cores_{w}_{th}.h5", args.batch_size, workers=w, threads=th)
+        wall = run_extract(tmp / "flac", tmp / f"cores_{w}_{th}.h5", args.batch_size, workers=w, threads=th,
+                           repeats=args.repeats)
         out.append({"workers": w, "threads": th, "wall_s": wall, "x_realtime": audio_s / wall,
                     "auto": (w, th) == auto})
         print(f"  workers {w} threads {th}: {wall:7.2f} s {audio_s / wall:9.1f}x real time"
@@ -393,7 +400,8 @@ def main() -> None:
         n = args.cluster.partition(":")[2] or str(cores)
         print()
         report["cluster"] = cluster_bench.main(["--files", str(max(args.files, 8)), "--seconds", str(args.seconds),
-                                                "--workers", n, "--batch-size", str(args.batch_size)])
+                                                "--workers", n, "--batch-size", str(args.batch_size),
+                                                "--repeats", str(args.repeats)])
     report["targets"] = targets(report)
     report["machine"]["load_average_after"] = os.getloadavg()
     print(f"load average after {report['machine']['load_average_after'][0]:.2f} ({cores} cores)")

@@ -404,10 +404,12 @@ def _run(client, where: dict, common: dict, shards: dict, parts: Path, out: Path
     tally = _Tally(bar)
     client.subscribe_topic(topic, tally.event)
     futures = {}
-    for i in todo:
+    # Largest shards first (hash shards differ in size): the run then ends on small tasks,
+    # so fewer workers sit idle while the last one finishes.
+    for i in sorted(todo, key=lambda i: (-len(shards[i]), i)):
         task = dict(common, index=i, part=str(part_path(parts, i, n)), items=shards[i], topic=topic)
         futures[client.submit(run_task, task, key=f"convfeat-{topic[-8:]}-part-{i}-of-{n}", retries=retries,
-                              pure=False)] = i
+                              pure=False, priority=len(shards[i]))] = i
     processed, failed, audio = 0, [], 0.0
     try:
         for future in as_completed(list(futures)):

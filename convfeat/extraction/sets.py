@@ -105,12 +105,13 @@ def set_config(spec: SetSpec, model, policy: Policy, calibration=None, precision
     """
     if precision not in PRECISIONS:
         raise ExtractError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    import librosa
+    from importlib.metadata import version
+
     import torch
 
     from .. import __version__
 
-    versions = {"convfeat": __version__, "torch": torch.__version__, "librosa": librosa.__version__,
+    versions = {"convfeat": __version__, "torch": torch.__version__, "librosa": version("librosa"),
                 "numpy": np.__version__, "python": sys.version.split()[0]}
     if spec.model == "mfcc":
         config = {"model": "mfcc", "n_mfcc": 20, "deltas": "librosa.feature.delta width 9",

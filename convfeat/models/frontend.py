@@ -5,7 +5,7 @@ transform done as a strided convolution with fixed DFT kernels, the power
 spectrum, a 96-band mel filterbank and a decibel scale referenced to the
 maximum.  This module reproduces it with an FFT (numerically equivalent to the
 stored kernels, see :func:`dft_kernels`) and either the filterbank stored in a
-weight file or an identical one computed with librosa.
+weight file or an identical one computed here (:func:`mel_filterbank`, Slaney's mel scale).
 
 Shapes follow PyTorch: a batch of signals is ``(batch, samples)``; a batch of
 spectrograms is ``(batch, 1, n_mels, frames)`` (channel, frequency, time).
@@ -45,19 +45,55 @@ def dft_kernels(n_fft: int = N_FFT) -> tuple[np.ndarray, np.ndarray]:
     return w * np.cos(phase), w * np.sin(phase)
 
 
+# Slaney's mel scale (Auditory Toolbox): linear below 1 kHz (200/3 Hz per mel), logarithmic
+# above it (27 mels per factor 6.4).  Written out here rather than imported from librosa,
+# whose filters module takes about a second to import (scipy.signal) in every process that
+# builds a model; tests/test_frontend_mel.py checks both functions against librosa.
+_MEL_HZ_PER_MEL = 200.0 / 3.0
+_MEL_BREAK_HZ = 1000.0
+_MEL_BREAK = _MEL_BREAK_HZ / _MEL_HZ_PER_MEL
+_MEL_LOG_STEP = np.log(6.4) / 27.0
+
+
+def hz_to_mel(f_hz) -> np.ndarray:
+    """Frequencies (Hz, any shape) → Slaney mels, float64, same shape."""
+    f = np.asarray(f_hz, dtype=np.float64)
+    above = f >= _MEL_BREAK_HZ
+    logf = np.log(np.where(above, f, _MEL_BREAK_HZ) / _MEL_BREAK_HZ)
+    return np.where(above, _MEL_BREAK + logf / _MEL_LOG_STEP, f / _MEL_HZ_PER_MEL)
+
+
+def mel_to_hz(mels) -> np.ndarray:
+    """Slaney mels (any shape) → frequencies in Hz, float64, same shape (inverse of :func:`hz_to_mel`)."""
+    m = np.asarray(mels, dtype=np.float64)
+    above = m >= _MEL_BREAK
+    return np.where(above, _MEL_BREAK_HZ * np.exp(_MEL_LOG_STEP * (np.where(above, m, _MEL_BREAK) - _MEL_BREAK)),
+                    m * _MEL_HZ_PER_MEL)
+
+
+def mel_points(n: int, fmin: float = FMIN, fmax: float = FMAX) -> np.ndarray:
+    """``n`` frequencies (Hz, float64) equally spaced on the Slaney mel scale from ``fmin`` to ``fmax``."""
+    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n))
+
+
 def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS,
                    fmin: float = FMIN, fmax: float = FMAX) -> np.ndarray:
-    """Slaney mel filterbank (``librosa.filters.mel``, ``htk=False``, ``norm="slaney"``),
-    transposed to ``(n_fft // 2 + 1, n_mels)`` float32.
+    """Slaney mel filterbank (what ``librosa.filters.mel(htk=False, norm="slaney")``
+    computes), transposed to ``(n_fft // 2 + 1, n_mels)`` float32.
 
-    ``sr``, ``fmin`` and ``fmax`` in Hz.  Same layout as the ``(257, 96)``
-    matrix stored in the weight files: power spectrum ``@`` filterbank = mel
-    power spectrum.  Computed in float64 and rounded once to float32.
+    ``sr``, ``fmin`` and ``fmax`` in Hz.  Triangle ``i`` rises from mel point ``i`` to
+    ``i + 1`` and falls to ``i + 2`` (:func:`mel_points`, ``n_mels + 2`` of them), scaled
+    to unit area per Hz (height ``2 / (f[i+2] - f[i])``).  Same layout as the ``(257, 96)``
+    matrix stored in the weight files: power spectrum ``@`` filterbank = mel power
+    spectrum.  Computed in float64 and rounded once to float32.
     """
-    import librosa  # slow to import; only needed when no stored basis is given
-
-    fb = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
-                             htk=False, norm="slaney", dtype=np.float64)
+    bins = np.arange(n_fft // 2 + 1, dtype=np.float64) * (sr / n_fft)      # Hz of each FFT bin
+    f = mel_points(n_mels + 2, fmin, fmax)
+    width = np.diff(f)
+    to_bin = f[:, None] - bins[None, :]                                     # (n_mels + 2, bins)
+    rising = -to_bin[:-2] / width[:-1, None]
+    falling = to_bin[2:] / width[1:, None]
+    fb = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (f[2:] - f[:-2]))[:, None]
     return np.ascontiguousarray(fb.T, dtype=np.float32)
 
 

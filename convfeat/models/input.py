@@ -58,9 +58,9 @@ def mel_band_centres(sr: int = SAMPLE_RATE, n_mels: int = N_MELS,
     spaced on the Slaney mel scale from ``fmin`` to ``fmax`` (Hz).  ``sr`` is
     unused (the points depend on ``fmin`` and ``fmax`` only); it is kept for
     symmetry with the filterbank."""
-    import librosa  # slow to import; only needed when a transform is built
+    from .frontend import mel_points
 
-    return librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax, htk=False)[1:-1]
+    return mel_points(n_mels + 2, fmin, fmax)[1:-1]
 
 
 @dataclass(frozen=True)
