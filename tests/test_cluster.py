@@ -329,3 +329,25 @@ def test_entry_point_keep_parts_rerun_and_parts_of_another_configuration(client,
     extract([collection], tmp_path / "half.h5", [parse_set("mfcc")], shard="1/2", workers=0)
     with pytest.raises(ExtractError, match="exists already"):
         extract_on_cluster([collection], tmp_path / "half.h5", [parse_set("mfcc")], cluster=address)
+
+
+def test_tasks_are_submitted_largest_shard_first_with_their_size_as_priority(client, collection, tmp_path,
+                                                                             monkeypatch):
+    """Hash shards differ in size; the largest go first so that a run ends on small tasks."""
+    submitted = []
+    real_submit = distributed.Client.submit
+
+    def recording(self, fn, *args, **kwargs):
+        if fn is cluster_mod.run_task:
+            submitted.append((args[0]["index"], len(args[0]["items"]), kwargs.get("priority")))
+        return real_submit(self, fn, *args, **kwargs)
+    monkeypatch.setattr(distributed.Client, "submit", recording)
+    summary = extract_on_cluster([collection], tmp_path / "f.h5", [parse_set("mfcc")],
+                                 cluster=client.scheduler.address, items_per_task=2)
+    assert summary.processed == 12
+    n, shards = cluster_mod.plan_shards([{"id": p.name} for p in sorted(collection.iterdir())], 2)
+    sizes = {i: len(its) for i, its in shards.items()}
+    assert len(set(sizes.values())) > 1                      # the collection gives shards of several sizes
+    assert sorted(i for i, _, _ in submitted) == sorted(sizes)
+    assert [(size, prio) for _, size, prio in submitted] == [(sizes[i], sizes[i]) for i, _, _ in submitted]
+    assert [size for _, size, _ in submitted] == sorted(sizes.values(), reverse=True)
