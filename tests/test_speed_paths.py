@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import h5py
@@ -100,6 +101,36 @@ def test_cli_workers_auto_is_the_default_and_sets_torch_threads_for_the_run(tmp_
         torch.set_num_threads(before)
     bad = runner.invoke(app, ["extract", str(tmp_path / "a.wav"), "-o", str(tmp_path / "g.h5"), "--workers", "many"])
     assert bad.exit_code == 2 and "use auto or a whole number" in bad.output
+    assert not (tmp_path / "g.h5").exists()
+
+
+def test_decode_processes_start_before_the_models_load_and_never_outlive_a_failed_run(tmp_path, monkeypatch):
+    import multiprocessing as mp
+
+    for i in range(3):
+        sf.write(tmp_path / f"a{i}.wav", tone(300 + 100 * i, 5.0), SAMPLE_RATE)
+    from convfeat import models
+
+    seen = []
+    real = models.load_model
+
+    def loading(*args, **kwargs):
+        seen.append(len(mp.active_children()))          # decode processes already running
+        return real(*args, **kwargs)
+    monkeypatch.setattr(models, "load_model", loading)
+    s = extract([tmp_path], tmp_path / "f.h5", [parse_set("convfeat-synth")], Policy(window_seconds=4.0),
+                workers=2)
+    assert s.processed == 3 and seen == [2]
+
+    def failing(*args, **kwargs):
+        raise ExtractError("no model today")
+    monkeypatch.setattr(models, "load_model", failing)
+    with pytest.raises(ExtractError, match="no model today"):
+        extract([tmp_path], tmp_path / "g.h5", [parse_set("convfeat-synth")], Policy(window_seconds=4.0), workers=2)
+    deadline = time.monotonic() + 5.0                   # shut down without waiting: gone within moments
+    while mp.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mp.active_children() == []
     assert not (tmp_path / "g.h5").exists()
 
 

@@ -31,6 +31,14 @@ def test_audio_datasets_and_decode_worker_import_without_torch():
     assert res.returncode == 0, res.stderr
 
 
+def test_a_decode_process_imports_neither_the_store_nor_the_pipeline():
+    """Every extraction starts its decode processes anew: what they import is paid per run."""
+    res = _run("import convfeat.extraction.worker; import sys; "
+               "print(sorted(m for m in ('h5py', 'convfeat.store', 'convfeat.extraction.pipeline', "
+               "'convfeat.extraction.cluster', 'scipy.signal', 'librosa') if m in sys.modules))")
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["extract", "--help"], ["evaluate", "--help"],
                                   ["tag", "--help"], ["weights", "--help"], ["pretrain", "--help"]])
 def test_cli_help_and_version_do_not_import_torch(argv):

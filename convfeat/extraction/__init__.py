@@ -8,13 +8,27 @@
 ``pipeline``  bounded decoding ahead, batching, inference, finiteness checks, journaling and
               checkpoints: :func:`extract`
 ``cluster``   the same on a Dask cluster, one task per shard, parts merged: :func:`extract_on_cluster`
-"""
-from ..audio import Policy
-from .items import ExtractError, collect_items, parse_shard, read_manifest, shard_of
-from .cluster import extract_on_cluster
-from .pipeline import Summary, extract
-from .sets import FEATURE_MODELS, SetSpec, parse_set
 
-__all__ = ["Policy", "ExtractError", "collect_items", "parse_shard", "read_manifest", "shard_of", "Summary", "extract",
-           "extract_on_cluster",
-           "FEATURE_MODELS", "SetSpec", "parse_set"]
+The names below are imported when first used, so that a decode process, which imports
+:mod:`.worker` only, starts without the store (h5py) and the pipeline.
+"""
+import importlib
+
+_EXPORTS = {
+    "Policy": "..audio", "ExtractError": ".items", "collect_items": ".items", "parse_shard": ".items",
+    "read_manifest": ".items", "shard_of": ".items", "extract_on_cluster": ".cluster", "Summary": ".pipeline",
+    "extract": ".pipeline", "FEATURE_MODELS": ".sets", "SetSpec": ".sets", "parse_set": ".sets",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -33,11 +33,32 @@ def _crashed(job: tuple, exc: BaseException) -> dict:
             "duration": float("nan"), "source_sr": 0, "channels": 0, "windows": 0, "peak": float("nan")}
 
 
+def start_decoders(workers: int):
+    """A pool of ``workers`` decode processes, started now, or None for ``workers <= 0``.
+
+    Each process takes ~0.1 s of CPU to start (interpreter, numpy, soundfile, soxr);
+    started before the caller loads its models and opens its file, that overlaps
+    them instead of delaying the first batch.  Hand it to :func:`decoded_stream`,
+    which shuts it down; a caller that fails before then shuts it down itself.
+    """
+    if workers <= 0:
+        return None
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),))
+    for _ in range(workers):   # the pool starts a process per waiting job (up to its size)
+        pool.submit(os.getpid)
+    return pool
+
+
 def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
-                    ahead_bytes: int = DECODE_AHEAD_BYTES):
+                    ahead_bytes: int = DECODE_AHEAD_BYTES, pool=None):
     """Decoded items in input order: in this process (``workers == 0``) or in
     ``workers`` processes, which then overlap decoding with inference.
 
+    ``pool``: the processes of :func:`start_decoders` to begin with (else started here).
     Memory is bounded whatever the number of items: at most ``ahead`` (default
     :func:`decode_ahead`) items are handed to the workers and not yet taken from
     this generator, and none more while the finished ones waiting here hold
@@ -49,11 +70,9 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
         for job in jobs:
             yield decode_item(job)
         return
-    import multiprocessing as mp
-    from concurrent.futures import Future, ProcessPoolExecutor
+    from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
 
-    ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
     ahead = max(1, ahead or decode_ahead(workers))
     todo = iter(jobs)
     pending: deque = deque()   # [job, future, run alone], in input order
@@ -61,7 +80,7 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
     fn = decode_item           # (looked up per run, so a patched module attribute is used)
 
     def new_pool():
-        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),))
+        return start_decoders(workers)
 
     def submit(job) -> Future:
         try:
@@ -71,7 +90,7 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
             lost.set_exception(exc)
             return lost
 
-    pool = new_pool()
+    pool = pool if pool is not None else new_pool()
     finished = False
     try:
         while True:

@@ -22,7 +22,7 @@ from ..models.calibration import Calibration, calibration_indices
 from ..store import FeatureFile
 from .batching import plan_batches
 from .cores import available_cores, plan_cores, resolve_device, torch_threads
-from .decoding import decoded_stream
+from .decoding import decoded_stream, start_decoders
 from .items import ExtractError, collect_items, parse_shard, shard_of
 from .sets import SetSpec, check_policy, check_window, set_config
 from .worker import decode_item, not_finite_reason, windows_of
@@ -85,7 +85,6 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     Re-running the same call skips finished items; items that failed are tried
     again.  Returns a :class:`Summary`.
     """
-    from ..models import load_model
     from ..models.precision import check_precision
 
     t0 = time.perf_counter()
@@ -102,7 +101,6 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     if len(set(names)) != len(names):
         raise ExtractError(f"two feature sets would share a name: {names}; add name=… to one of them")
     batching = plan_batches(any(s.bn_mode == "batch" for s in sets), batch_size, batch_order, batch_seed)
-    batch_size = batching.size
     device = resolve_device(device)
     all_items = items if items is not None else collect_items(inputs)
     shard_tuple = parse_shard(shard)
@@ -111,7 +109,22 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     threads = None
     if workers == "auto":
         workers, threads = plan_cores(available_cores(), device, sets, len(items))
+    decoders = start_decoders(workers)     # they start while the models load and the file opens
+    try:
+        return _extract(out, sets, names, items, all_items, policy, batching, device, workers, threads, decoders,
+                        strict, calibration_size, calibration_seed, progress, command, log, precision, frames,
+                        shard, calibrations, model_cache, on_progress, t0)
+    finally:
+        if decoders is not None:          # (decoded_stream shut it down already, unless the run failed before)
+            decoders.shutdown(wait=False, cancel_futures=True)
 
+
+def _extract(out, sets, names, items, all_items, policy, batching, device, workers, threads, decoders, strict,
+             calibration_size, calibration_seed, progress, command, log, precision, frames, shard, calibrations,
+             model_cache, on_progress, t0) -> Summary:
+    from ..models import load_model
+
+    batch_size = batching.size
     models = {}
     for spec, name in zip(sets, names):
         if spec.model != "mfcc":
@@ -157,7 +170,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
         jobs = [(it, policy, want_mfcc) for it in todo]
         bar = _Progress(len(todo), enabled=progress, callback=on_progress)
         try:
-            for decoded in decoded_stream(jobs, workers):
+            for decoded in decoded_stream(jobs, workers, pool=decoders):
                 runner.add(decoded)
                 bar.advance(runner.pop_finished())
                 if runner.stop:
