@@ -351,3 +351,28 @@ def test_tasks_are_submitted_largest_shard_first_with_their_size_as_priority(cli
     assert sorted(i for i, _, _ in submitted) == sorted(sizes)
     assert [(size, prio) for _, size, prio in submitted] == [(sizes[i], sizes[i]) for i, _, _ in submitted]
     assert [size for _, size, _ in submitted] == sorted(sizes.values(), reverse=True)
+
+
+
+def test_a_task_lets_its_worker_reuse_freed_arrays_instead_of_faulting_them_in_again(client, collection, tmp_path):
+    # what keep_freed_memory does, in a process started as Dask's nanny starts workers: a 24-MB
+    # array allocated and freed again is mapped and faulted in afresh every time, and then no more
+    code = ("import resource, numpy as np\n"
+            "from convfeat.extraction.allocator import keep_freed_memory\n"
+            "def faults():\n"
+            "    np.ones(6 << 20, np.float32)\n"
+            "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "    for _ in range(10):\n"
+            "        np.ones(6 << 20, np.float32)\n"
+            "    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10\n"
+            "a = faults(); ok = keep_freed_memory(); print(a, ok, faults())\n")
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536")
+    before, ok, after = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                       check=True).stdout.split()
+    assert float(before) > 300 and ok == "True" and float(after) < 5      # ~6,000 pages of 4 kB (fewer: huge pages)
+    # and every task sets it in its worker process, which Dask started with that setting
+    assert set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {"65536"}
+    extract_on_cluster([collection], tmp_path / "f.h5", [parse_set("mfcc")], cluster=client.scheduler.address,
+                       items_per_task=2)
+    done = client.run(lambda: __import__("convfeat.extraction.allocator", fromlist=["_done"])._done)
+    assert list(done.values()) == [True, True]

@@ -8,7 +8,9 @@ own part file, ``OUT.h5.parts/part-IIII-of-NNNN.h5``, with the journal that
 file already has; when every task is done the client merges the parts into
 ``OUT.h5`` (:func:`convfeat.store.merge`) and removes them.
 
-* A worker process keeps the models it loaded (:data:`_MODELS`) for its next tasks.
+* A worker process keeps the models it loaded (:data:`_MODELS`) for its next tasks, and
+  lets its C allocator reuse freed arrays (:mod:`.allocator`: Dask's setting otherwise
+  costs 17 % in page faults).
 * ``bn_mode="calibrated"``: the client estimates the statistics once, on the
   seeded sample of the whole collection a single-process run draws, and sends
   them with every task, so every part holds the same ones.
@@ -41,6 +43,7 @@ from ..errors import ConvfeatError
 from ..fileio import canonical_json, one_line, write_text_atomic
 from ..store.file import StoreError, WriteLock, check_target, pending_batches, read_state
 from ..store.merge import config_difference, merge
+from .allocator import keep_freed_memory
 from .batching import DEFAULT_BATCH_SIZE
 from .cores import resolve_device
 from .items import ExtractError, collect_items, shard_of
@@ -168,6 +171,7 @@ def run_task(task: dict) -> dict:
     for an error of the user, ``{"error": one line, "store": bool}`` (not raised, so
     that Dask does not retry it).  Infrastructure errors are raised (Dask retries).
     """
+    keep_freed_memory()
     try:
         _check_shared(task)
         part = Path(task["part"])
