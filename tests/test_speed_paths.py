@@ -105,32 +105,35 @@ def test_cli_workers_auto_is_the_default_and_sets_torch_threads_for_the_run(tmp_
 
 
 def test_decode_processes_start_before_the_models_load_and_never_outlive_a_failed_run(tmp_path, monkeypatch):
-    import multiprocessing as mp
+    from convfeat import models
 
     for i in range(3):
         sf.write(tmp_path / f"a{i}.wav", tone(300 + 100 * i, 5.0), SAMPLE_RATE)
-    from convfeat import models
-
-    seen = []
-    real = models.load_model
+    pools, seen = [], []
+    real_start, real_load = pipeline.start_decoders, models.load_model
+    monkeypatch.setattr(pipeline, "start_decoders", lambda n: pools.append(real_start(n)) or pools[-1])
 
     def loading(*args, **kwargs):
-        seen.append(len(mp.active_children()))          # decode processes already running
-        return real(*args, **kwargs)
+        seen.append(sum(p.is_alive() for p in pools[-1]._processes.values()))   # decode processes running
+        return real_load(*args, **kwargs)
     monkeypatch.setattr(models, "load_model", loading)
     s = extract([tmp_path], tmp_path / "f.h5", [parse_set("convfeat-synth")], Policy(window_seconds=4.0),
                 workers=2)
     assert s.processed == 3 and seen == [2]
 
+    started = []
+
     def failing(*args, **kwargs):
+        started.extend(pools[-1]._processes.values())
         raise ExtractError("no model today")
     monkeypatch.setattr(models, "load_model", failing)
     with pytest.raises(ExtractError, match="no model today"):
         extract([tmp_path], tmp_path / "g.h5", [parse_set("convfeat-synth")], Policy(window_seconds=4.0), workers=2)
+    assert len(started) == 2
     deadline = time.monotonic() + 5.0                   # shut down without waiting: gone within moments
-    while mp.active_children() and time.monotonic() < deadline:
+    while any(p.is_alive() for p in started) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert mp.active_children() == []
+    assert len(pools) == 2 and not any(p.is_alive() for p in started)
     assert not (tmp_path / "g.h5").exists()
 
 
