@@ -45,7 +45,7 @@ from ..store.file import StoreError, WriteLock, check_target, pending_batches, r
 from ..store.merge import config_difference, merge
 from .allocator import keep_freed_memory
 from .batching import DEFAULT_BATCH_SIZE
-from .cores import resolve_device
+from .cores import available_cores, resolve_device
 from .items import ExtractError, collect_items, shard_of
 from .pipeline import Summary, _calibration, _Progress, extract
 from .sets import SetSpec, check_policy, check_window, set_config
@@ -96,7 +96,8 @@ def connect(address: str, timeout: float = CLUSTER_CONNECT_TIMEOUT) -> tuple:
 
     address: ``tcp://host:port`` (any ``scheme://``: a running scheduler; its
         workers are left running), ``local`` / ``local:N`` (a ``LocalCluster`` of
-        ``N`` worker processes of one thread each; default: one per core), or an
+        ``N`` worker processes of one thread each; default: one per core this process may
+        use), or an
         entry point ``module:function`` / ``path/file.py:function`` whose function,
         called without arguments, returns a Dask cluster or ``Client``.
     timeout: seconds to reach a scheduler before an :class:`ExtractError`.
@@ -104,7 +105,7 @@ def connect(address: str, timeout: float = CLUSTER_CONNECT_TIMEOUT) -> tuple:
     distributed = _distributed()
     address = str(address).strip()
     if address == "local" or address.startswith("local:"):
-        count = address.partition(":")[2] or str(os.cpu_count() or 1)
+        count = address.partition(":")[2] or str(available_cores())
         if not count.isdigit() or int(count) < 1:
             raise ExtractError(f"--cluster local:N needs a number of workers N >= 1, got {address!r}")
         try:
