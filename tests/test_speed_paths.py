@@ -137,6 +137,46 @@ def test_decode_processes_start_before_the_models_load_and_never_outlive_a_faile
     assert not (tmp_path / "g.h5").exists()
 
 
+def test_the_last_batches_take_every_core_and_the_features_do_not_change(tmp_path, monkeypatch):
+    for i in range(10):
+        sf.write(tmp_path / f"a{i:02d}.wav", tone(200 + 50 * i, 5.0) + noise(5.0, seed=i, amp=0.05), SAMPLE_RATE)
+    threads = []
+    real = pipeline._Runner._forward
+
+    def forward(self, model, batch, peaks):
+        threads.append(torch.get_num_threads())
+        return real(self, model, batch, peaks)
+    monkeypatch.setattr(pipeline._Runner, "_forward", forward)
+    monkeypatch.setattr(pipeline, "plan_cores", lambda n, device, sets, n_items: (2, 1))
+    monkeypatch.setattr(pipeline, "available_cores", lambda: 3)
+    short = Policy(window_seconds=4.0)
+    extract([tmp_path], tmp_path / "auto.h5", [parse_set("convfeat-synth")], short, batch_size=4, workers="auto")
+    assert threads[:2] == [1, 1] and threads[-1] == 3       # 3 batches: the last once every item is decoded
+    monkeypatch.setattr(pipeline._Runner, "_forward", real)
+    extract([tmp_path], tmp_path / "one.h5", [parse_set("convfeat-synth")], short, batch_size=4, workers=0)
+    import convfeat
+    (ida, xa), (idb, xb) = (convfeat.load(tmp_path / f, "convfeat-synth") for f in ("auto.h5", "one.h5"))
+    assert list(ida) == list(idb) and xa.shape == (10, 160)
+    np.testing.assert_allclose(xa, xb, rtol=1e-6, atol=1e-7)
+
+
+def test_fast_path_features_do_not_depend_on_the_thread_count():
+    model = load_model("convfeat-synth")
+    x = torch.from_numpy(np.stack([tone(300 + 40 * i, 4.0) + noise(4.0, seed=i, amp=0.1) for i in range(5)]))
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                outs.append({k: v.numpy().copy() for k, v in model(x).items() if k.startswith("layer")})
+    finally:
+        torch.set_num_threads(before)
+    for other in outs[1:]:
+        for k, v in outs[0].items():
+            np.testing.assert_allclose(other[k], v, rtol=1e-6, atol=1e-7, err_msg=k)   # (bitwise here)
+
+
 # -- device -----------------------------------------------------------------------------------
 def test_resolve_device():
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")

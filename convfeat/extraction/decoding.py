@@ -91,7 +91,7 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
             return lost
 
     pool = pool if pool is not None else new_pool()
-    finished = False
+    finished = exhausted = False
     try:
         while True:
             if suspects:
@@ -103,6 +103,7 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
                                                    if f.done() and not f.exception()) < ahead_bytes:
                     job = next(todo, None)
                     if job is None:
+                        exhausted = True
                         break
                     pending.append([job, submit(job), False])
             if not pending:
@@ -121,6 +122,8 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
                 suspects.extendleft(reversed(lost))
                 continue
             pending.popleft()
+            if exhausted and not pending and not suspects:
+                pool.shutdown(wait=False)   # nothing left to decode: the processes exit while this item is used
             yield decoded
         finished = True
     finally:

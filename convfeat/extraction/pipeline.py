@@ -8,6 +8,8 @@ Features do not depend on worker count, batch size or file order (except in
 """
 from __future__ import annotations
 
+import contextlib
+
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -169,9 +171,17 @@ def _extract(out, sets, names, items, all_items, policy, batching, device, worke
         want_mfcc = tuple(dict.fromkeys(s.options.get("window", "model") for s in sets if s.model == "mfcc"))
         jobs = [(it, policy, want_mfcc) for it in todo]
         bar = _Progress(len(todo), enabled=progress, callback=on_progress)
+        # Once the last item is decoded the decoders' cores are free: the last batches take them all
+        # (the features do not depend on the thread count: tests/test_speed_paths.py).
+        tail = torch_threads(available_cores()) if threads is not None else contextlib.nullcontext()
         try:
-            for decoded in decoded_stream(jobs, workers, pool=decoders):
-                runner.add(decoded)
+            for k, decoded in enumerate(decoded_stream(jobs, workers, pool=decoders)):
+                if k == len(jobs) - 1:
+                    with tail:
+                        runner.add(decoded)
+                        runner.flush()
+                else:
+                    runner.add(decoded)
                 bar.advance(runner.pop_finished())
                 if runner.stop:
                     break
