@@ -87,6 +87,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     Re-running the same call skips finished items; items that failed are tried
     again.  Returns a :class:`Summary`.
     """
+    from ..models import load_model
     from ..models.precision import check_precision
 
     t0 = time.perf_counter()
@@ -103,6 +104,7 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     if len(set(names)) != len(names):
         raise ExtractError(f"two feature sets would share a name: {names}; add name=… to one of them")
     batching = plan_batches(any(s.bn_mode == "batch" for s in sets), batch_size, batch_order, batch_seed)
+    batch_size = batching.size
     device = resolve_device(device)
     all_items = items if items is not None else collect_items(inputs)
     shard_tuple = parse_shard(shard)
@@ -112,88 +114,76 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
     if workers == "auto":
         workers, threads = plan_cores(available_cores(), device, sets, len(items))
     decoders = start_decoders(workers)     # they start while the models load and the file opens
-    try:
-        return _extract(out, sets, names, items, all_items, policy, batching, device, workers, threads, decoders,
-                        strict, calibration_size, calibration_seed, progress, command, log, precision, frames,
-                        shard, calibrations, model_cache, on_progress, t0)
-    finally:
-        if decoders is not None:          # (decoded_stream shut it down already, unless the run failed before)
-            decoders.shutdown(wait=False, cancel_futures=True)
-
-
-def _extract(out, sets, names, items, all_items, policy, batching, device, workers, threads, decoders, strict,
-             calibration_size, calibration_seed, progress, command, log, precision, frames, shard, calibrations,
-             model_cache, on_progress, t0) -> Summary:
-    from ..models import load_model
-
-    batch_size = batching.size
-    models = {}
-    for spec, name in zip(sets, names):
-        if spec.model != "mfcc":
-            key = (spec.model, spec.weights, spec.bn_mode, spec.seed, device)
-            cached = model_cache.get(key) if model_cache is not None else None
-            models[name] = cached if cached is not None else load_model(
-                spec.model, weights=spec.weights, bn_mode=spec.bn_mode, seed=spec.seed, device=device)
-            if model_cache is not None:
-                model_cache[key] = models[name]
-        check_window(name, models.get(name), policy)
-
-    out = Path(out)
-    with torch_threads(threads), FeatureFile(out) as ff:
-        ff.add_items([{"id": it["id"], "path": it["path"], "meta": it["meta"]} for it in items])
-        feature_sets = {}
+    with contextlib.ExitStack() as cleanup:
+        if decoders is not None:           # decoded_stream shuts them down; this, a run that fails before it
+            cleanup.callback(decoders.shutdown, wait=False, cancel_futures=True)
+        models = {}
         for spec, name in zip(sets, names):
-            model = models.get(name)
-            calibration = None
-            if model is not None and (calibrations or {}).get(name) is not None:
-                calibration = calibrations[name]
-                calibration.apply(model)
-            elif model is not None and model.bn_mode == "calibrated":
-                calibration = _calibration(ff.sets.get(name), name, model, all_items, policy, calibration_size,
-                                           calibration_seed, log)
-            config, provenance, widths = set_config(spec, model, policy, calibration, precision,
-                                                    batching.record() if model is not None and model.bn_mode == "batch"
-                                                    else None, frames)
-            fs = ff.ensure_set(name, widths, config, provenance)
-            if calibration is not None and not fs.calibration:
-                fs.calibration = calibration.to_arrays()
-            feature_sets[name] = fs
-        ff.attrs.update(command=command, shard=shard or "")
-        index = ff.items.index()
-        status = ff.items.columns["status"]
-        todo = [it for it in items
-                if not (status[index[it["id"]]] == "ok" and all(fs.done[index[it["id"]]] for fs in feature_sets.values()))]
-        done_before = len(items) - len(todo)
-        todo = batching.arrange(todo, all_items)
-        log(f"{len(items)} items ({done_before} already done), {len(todo)} to process "
-            f"-> {out} [{', '.join(names)}]")
-        runner = _Runner(ff, feature_sets, models, sets, names, batch_size, device, strict, policy, precision)
-        want_mfcc = tuple(dict.fromkeys(s.options.get("window", "model") for s in sets if s.model == "mfcc"))
-        jobs = [(it, policy, want_mfcc) for it in todo]
-        bar = _Progress(len(todo), enabled=progress, callback=on_progress)
-        # Once the last item is decoded the decoders' cores are free: the last batches take them all
-        # (the features do not depend on the thread count: tests/test_speed_paths.py).
-        tail = torch_threads(available_cores()) if threads is not None else contextlib.nullcontext()
-        try:
-            for k, decoded in enumerate(decoded_stream(jobs, workers, pool=decoders)):
-                if k == len(jobs) - 1:
-                    with tail:
+            if spec.model != "mfcc":
+                key = (spec.model, spec.weights, spec.bn_mode, spec.seed, device)
+                cached = model_cache.get(key) if model_cache is not None else None
+                models[name] = cached if cached is not None else load_model(
+                    spec.model, weights=spec.weights, bn_mode=spec.bn_mode, seed=spec.seed, device=device)
+                if model_cache is not None:
+                    model_cache[key] = models[name]
+            check_window(name, models.get(name), policy)
+
+        out = Path(out)
+        with torch_threads(threads), FeatureFile(out) as ff:
+            ff.add_items([{"id": it["id"], "path": it["path"], "meta": it["meta"]} for it in items])
+            feature_sets = {}
+            for spec, name in zip(sets, names):
+                model = models.get(name)
+                calibration = None
+                if model is not None and (calibrations or {}).get(name) is not None:
+                    calibration = calibrations[name]
+                    calibration.apply(model)
+                elif model is not None and model.bn_mode == "calibrated":
+                    calibration = _calibration(ff.sets.get(name), name, model, all_items, policy, calibration_size,
+                                               calibration_seed, log)
+                config, provenance, widths = set_config(spec, model, policy, calibration, precision,
+                                                        batching.record() if model is not None and model.bn_mode == "batch"
+                                                        else None, frames)
+                fs = ff.ensure_set(name, widths, config, provenance)
+                if calibration is not None and not fs.calibration:
+                    fs.calibration = calibration.to_arrays()
+                feature_sets[name] = fs
+            ff.attrs.update(command=command, shard=shard or "")
+            index = ff.items.index()
+            status = ff.items.columns["status"]
+            todo = [it for it in items
+                    if not (status[index[it["id"]]] == "ok" and all(fs.done[index[it["id"]]] for fs in feature_sets.values()))]
+            done_before = len(items) - len(todo)
+            todo = batching.arrange(todo, all_items)
+            log(f"{len(items)} items ({done_before} already done), {len(todo)} to process "
+                f"-> {out} [{', '.join(names)}]")
+            runner = _Runner(ff, feature_sets, models, sets, names, batch_size, device, strict, policy, precision)
+            want_mfcc = tuple(dict.fromkeys(s.options.get("window", "model") for s in sets if s.model == "mfcc"))
+            jobs = [(it, policy, want_mfcc) for it in todo]
+            bar = _Progress(len(todo), enabled=progress, callback=on_progress)
+            # Once the last item is decoded the decoders' cores are free: the last batches take them all
+            # (the features do not depend on the thread count: tests/test_speed_paths.py).
+            tail = torch_threads(available_cores()) if threads is not None else contextlib.nullcontext()
+            try:
+                for k, decoded in enumerate(decoded_stream(jobs, workers, pool=decoders)):
+                    if k == len(jobs) - 1:
+                        with tail:
+                            runner.add(decoded)
+                            runner.flush()
+                    else:
                         runner.add(decoded)
-                        runner.flush()
-                else:
-                    runner.add(decoded)
+                    bar.advance(runner.pop_finished())
+                    if runner.stop:
+                        break
+                runner.flush()
                 bar.advance(runner.pop_finished())
-                if runner.stop:
-                    break
-            runner.flush()
-            bar.advance(runner.pop_finished())
-        finally:
-            bar.close()
-            if ff.dirty:  # a run with nothing to do leaves the file byte-for-byte as it was
-                ff.checkpoint()
-    failed = list(runner.failed.items())
-    return Summary(out, len(items), done_before, runner.n_processed, failed, time.perf_counter() - t0,
-                   runner.audio_seconds, names)
+            finally:
+                bar.close()
+                if ff.dirty:  # a run with nothing to do leaves the file byte-for-byte as it was
+                    ff.checkpoint()
+        failed = list(runner.failed.items())
+        return Summary(out, len(items), done_before, runner.n_processed, failed, time.perf_counter() - t0,
+                       runner.audio_seconds, names)
 
 
 def _calibration(existing, name: str, model, all_items: list, policy: Policy, size: int, seed: int,
