@@ -79,9 +79,6 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
     suspects: deque = deque()  # jobs in flight when a worker died: decoded again one at a time
     fn = decode_item           # (looked up per run, so a patched module attribute is used)
 
-    def new_pool():
-        return start_decoders(workers)
-
     def submit(job) -> Future:
         try:
             return pool.submit(fn, job)
@@ -90,7 +87,7 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
             lost.set_exception(exc)
             return lost
 
-    pool = pool if pool is not None else new_pool()
+    pool = pool if pool is not None else start_decoders(workers)
     finished = exhausted = False
     try:
         while True:
@@ -113,7 +110,7 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
                 decoded = future.result()
             except BrokenProcessPool as exc:
                 pool.shutdown(wait=True, cancel_futures=True)
-                pool = new_pool()
+                pool = start_decoders(workers)
                 lost = [p[0] for p in pending]
                 pending.clear()
                 if alone:           # it killed its worker on its own: that item fails

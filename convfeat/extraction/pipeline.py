@@ -9,7 +9,6 @@ Features do not depend on worker count, batch size or file order (except in
 from __future__ import annotations
 
 import contextlib
-
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -129,61 +128,62 @@ def extract(inputs: list, out: str | Path, sets: list[SetSpec] | None = None, po
             check_window(name, models.get(name), policy)
 
         out = Path(out)
-        with torch_threads(threads), FeatureFile(out) as ff:
-            ff.add_items([{"id": it["id"], "path": it["path"], "meta": it["meta"]} for it in items])
-            feature_sets = {}
-            for spec, name in zip(sets, names):
-                model = models.get(name)
-                calibration = None
-                if model is not None and (calibrations or {}).get(name) is not None:
-                    calibration = calibrations[name]
-                    calibration.apply(model)
-                elif model is not None and model.bn_mode == "calibrated":
-                    calibration = _calibration(ff.sets.get(name), name, model, all_items, policy, calibration_size,
-                                               calibration_seed, log)
-                config, provenance, widths = set_config(spec, model, policy, calibration, precision,
-                                                        batching.record() if model is not None and model.bn_mode == "batch"
-                                                        else None, frames)
-                fs = ff.ensure_set(name, widths, config, provenance)
-                if calibration is not None and not fs.calibration:
-                    fs.calibration = calibration.to_arrays()
-                feature_sets[name] = fs
-            ff.attrs.update(command=command, shard=shard or "")
-            index = ff.items.index()
-            status = ff.items.columns["status"]
-            todo = [it for it in items
-                    if not (status[index[it["id"]]] == "ok" and all(fs.done[index[it["id"]]] for fs in feature_sets.values()))]
-            done_before = len(items) - len(todo)
-            todo = batching.arrange(todo, all_items)
-            log(f"{len(items)} items ({done_before} already done), {len(todo)} to process "
-                f"-> {out} [{', '.join(names)}]")
-            runner = _Runner(ff, feature_sets, models, sets, names, batch_size, device, strict, policy, precision)
-            want_mfcc = tuple(dict.fromkeys(s.options.get("window", "model") for s in sets if s.model == "mfcc"))
-            jobs = [(it, policy, want_mfcc) for it in todo]
-            bar = _Progress(len(todo), enabled=progress, callback=on_progress)
-            # Once the last item is decoded the decoders' cores are free: the last batches take them all
-            # (the features do not depend on the thread count: tests/test_speed_paths.py).
-            tail = torch_threads(available_cores()) if threads is not None else contextlib.nullcontext()
-            try:
-                for k, decoded in enumerate(decoded_stream(jobs, workers, pool=decoders)):
-                    if k == len(jobs) - 1:
-                        with tail:
-                            runner.add(decoded)
-                            runner.flush()
-                    else:
+        cleanup.enter_context(torch_threads(threads))
+        ff = cleanup.enter_context(FeatureFile(out))
+        ff.add_items([{"id": it["id"], "path": it["path"], "meta": it["meta"]} for it in items])
+        feature_sets = {}
+        for spec, name in zip(sets, names):
+            model = models.get(name)
+            calibration = None
+            if model is not None and (calibrations or {}).get(name) is not None:
+                calibration = calibrations[name]
+                calibration.apply(model)
+            elif model is not None and model.bn_mode == "calibrated":
+                calibration = _calibration(ff.sets.get(name), name, model, all_items, policy, calibration_size,
+                                           calibration_seed, log)
+            config, provenance, widths = set_config(spec, model, policy, calibration, precision,
+                                                    batching.record() if model is not None and model.bn_mode == "batch"
+                                                    else None, frames)
+            fs = ff.ensure_set(name, widths, config, provenance)
+            if calibration is not None and not fs.calibration:
+                fs.calibration = calibration.to_arrays()
+            feature_sets[name] = fs
+        ff.attrs.update(command=command, shard=shard or "")
+        index = ff.items.index()
+        status = ff.items.columns["status"]
+        todo = [it for it in items
+                if not (status[index[it["id"]]] == "ok" and all(fs.done[index[it["id"]]] for fs in feature_sets.values()))]
+        done_before = len(items) - len(todo)
+        todo = batching.arrange(todo, all_items)
+        log(f"{len(items)} items ({done_before} already done), {len(todo)} to process "
+            f"-> {out} [{', '.join(names)}]")
+        runner = _Runner(ff, feature_sets, models, sets, names, batch_size, device, strict, policy, precision)
+        want_mfcc = tuple(dict.fromkeys(s.options.get("window", "model") for s in sets if s.model == "mfcc"))
+        jobs = [(it, policy, want_mfcc) for it in todo]
+        bar = _Progress(len(todo), enabled=progress, callback=on_progress)
+        # Once the last item is decoded the decoders' cores are free: the last batches take them all
+        # (the features do not depend on the thread count: tests/test_speed_paths.py).
+        tail = torch_threads(available_cores()) if threads is not None else contextlib.nullcontext()
+        try:
+            for k, decoded in enumerate(decoded_stream(jobs, workers, pool=decoders)):
+                if k == len(jobs) - 1:
+                    with tail:
                         runner.add(decoded)
-                    bar.advance(runner.pop_finished())
-                    if runner.stop:
-                        break
-                runner.flush()
+                        runner.flush()
+                else:
+                    runner.add(decoded)
                 bar.advance(runner.pop_finished())
-            finally:
-                bar.close()
-                if ff.dirty:  # a run with nothing to do leaves the file byte-for-byte as it was
-                    ff.checkpoint()
-        failed = list(runner.failed.items())
-        return Summary(out, len(items), done_before, runner.n_processed, failed, time.perf_counter() - t0,
-                       runner.audio_seconds, names)
+                if runner.stop:
+                    break
+            runner.flush()
+            bar.advance(runner.pop_finished())
+        finally:
+            bar.close()
+            if ff.dirty:  # a run with nothing to do leaves the file byte-for-byte as it was
+                ff.checkpoint()
+    failed = list(runner.failed.items())
+    return Summary(out, len(items), done_before, runner.n_processed, failed, time.perf_counter() - t0,
+                   runner.audio_seconds, names)
 
 
 def _calibration(existing, name: str, model, all_items: list, policy: Policy, size: int, seed: int,
