@@ -52,12 +52,18 @@ def make_long_file(path: Path, minutes: float, sr: int = SR_SRC, fmt: str = "FLA
             f.write(np.stack([y, y], axis=1).astype(np.float32))
 
 
+def _check(returncode: int, stderr: str) -> None:
+    if returncode != 0:
+        raise RuntimeError(f"convfeat exited with {returncode}: {stderr[-2000:]}")
+
+
 def max_rss_of(argv: list[str], cwd: Path = ROOT) -> dict:
     """``convfeat ARGV`` run as a grandchild of a small launcher process, which reports
     ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``: the peak resident memory of the largest
     single process of the run (the main process or a decode worker).  The launcher keeps this
     process's own memory out of the figure (Linux carries a forking parent's peak into a child).
-    Returns ``max_rss_mib``, ``wall_s``, ``returncode``, ``stderr_tail``."""
+    Returns ``max_rss_mib``, ``wall_s``, ``returncode``, ``stderr_tail``; a failed run raises
+    :class:`RuntimeError` with the end of its stderr."""
     launcher = ("import resource, subprocess, sys\n"
                 "code = 'import sys; from convfeat.cli import main; sys.argv = [\"convfeat\"] + sys.argv[1:]; main()'\n"
                 "rc = subprocess.call([sys.executable, '-c', code] + sys.argv[1:])\n"
@@ -66,6 +72,7 @@ def max_rss_of(argv: list[str], cwd: Path = ROOT) -> dict:
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", launcher] + argv, capture_output=True, text=True, cwd=cwd)
     wall = time.perf_counter() - t0
+    _check(res.returncode, res.stderr)
     kib = [int(line.split()[1]) for line in res.stdout.splitlines() if line.startswith("MAXRSS")]
     return {"argv": argv, "returncode": res.returncode, "wall_s": round(wall, 2),
             "max_rss_mib": round(kib[0] / 1024, 1) if kib else None, "stderr_tail": res.stderr[-2000:]}
@@ -98,7 +105,8 @@ def run_measured(argv: list[str], interval: float = 0.05, cwd: Path = ROOT) -> d
     Returns ``wall_s``, ``tree_peak_mib`` (largest sum of VmRSS over the child and
     all its descendants at one poll), ``hwm_sum_mib`` (the sum over every process
     seen of its VmHWM, the main process's read at its exit), ``main_hwm_mib``,
-    ``processes`` (how many were seen) and ``returncode``.
+    ``processes`` (how many were seen) and ``returncode``; a failed run raises
+    :class:`RuntimeError` with the end of its stderr.
     """
     code = ("import sys; from convfeat.cli import main; sys.argv=['convfeat']+sys.argv[1:]\n"
             "try:\n    main()\nexcept SystemExit as e:\n    rc = e.code or 0\nelse:\n    rc = 0\n"
@@ -134,6 +142,7 @@ def run_measured(argv: list[str], interval: float = 0.05, cwd: Path = ROOT) -> d
     wall = time.perf_counter() - t0
     for r in readers:
         r.join()
+    _check(proc.returncode, streams.get("err", ""))
     main_hwm = [int(line.split()[1]) for line in streams.get("out", "").splitlines() if line.startswith("VMHWM")]
     if main_hwm:
         hwm[proc.pid] = max(hwm.get(proc.pid, 0), main_hwm[0])
@@ -160,8 +169,6 @@ def rss_section(tmp: Path, counts: list[int], hour_minutes: float, hops: list[fl
             listing = tmp / f"list{n}.txt"
             listing.write_text("".join(f"{p}\n" for p in paths[:n]))
             r = run_measured(["extract", str(listing), "-o", str(tmp / f"short{n}.h5"), "-m", model, "--quiet"])
-            if r["returncode"] != 0:
-                raise RuntimeError(r["stderr_tail"])
             r["files"] = n
             result["short_files"].append(r)
             print(f"{n:6d} {r['tree_peak_mib']:14.0f} {r['hwm_sum_mib']:14.0f} {r['main_hwm_mib']:9.0f} "
@@ -183,8 +190,6 @@ def rss_section(tmp: Path, counts: list[int], hour_minutes: float, hops: list[fl
             out = tmp / f"hour_hop{hop:g}.h5"
             r = run_measured(["extract", str(wav), "-o", str(out), "-m", model, "--long", "mean", "--hop", f"{hop:g}",
                               "--quiet"])
-            if r["returncode"] != 0:
-                raise RuntimeError(r["stderr_tail"])
             import h5py
 
             with h5py.File(out, "r") as h:
