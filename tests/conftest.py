@@ -131,3 +131,14 @@ def clicks(seconds: float, sr: int = SR, every: float = 0.5) -> np.ndarray:
     y = np.zeros(int(round(seconds * sr)), dtype=np.float32)
     y[:: int(every * sr)] = 1.0
     return y
+
+
+def write_clips(folder: Path, clips: dict) -> Path:
+    """``clips`` (``{file name: (samples, sample rate)}``) written as float WAV files into
+    ``folder`` (made); returns ``folder``."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (y, sr) in clips.items():
+        sf.write(folder / name, y, sr, subtype="FLOAT")
+    return folder

@@ -12,7 +12,7 @@ from convfeat import audio
 from convfeat.api import get_model
 from convfeat.cli import app
 
-from conftest import SR, chirp, clicks, noise, tone
+from conftest import SR, chirp, clicks, noise, tone, write_clips
 
 MODEL = "random"
 
@@ -76,12 +76,9 @@ def test_a_2d_array_is_mono_rows_at_one_rate():
 
 @pytest.mark.parametrize("long", ["first", "mean"])
 def test_api_gives_the_features_of_convfeat_extract_for_the_same_policy(tmp_path, long):
-    src = tmp_path / "audio"
-    src.mkdir()
     clips = {"a.wav": (noise(33.0, sr=22050, seed=5) + chirp(200, 3000, 33.0, sr=22050), 22050),
              "b.wav": (tone(660, 4.0, sr=16000), 16000)}
-    for name, (y, sr) in clips.items():
-        sf.write(src / name, y, sr, subtype="FLOAT")
+    src = write_clips(tmp_path / "audio", clips)
     out = tmp_path / "f.h5"
     args = ["extract", str(src), "-o", str(out), "-m", MODEL, "--long", long, "--hop", "2.5", "--workers", "0"]
     result = CliRunner().invoke(app, args)

@@ -8,7 +8,7 @@ import convfeat
 from convfeat.api import get_model
 from convfeat.frames import frame_grid, frames_covered
 
-from conftest import SR, chirp, noise, tone
+from conftest import SR, chirp, noise, tone, write_clips
 
 WINDOW = 348_000
 
@@ -93,12 +93,9 @@ def frames_file(tmp_path_factory):
     from convfeat.cli import app
 
     root = tmp_path_factory.mktemp("frames")
-    src = root / "audio"
-    src.mkdir()
     clips = {"long.wav": (noise(40.0, sr=16000, seed=4) + chirp(100, 3000, 40.0, sr=16000), 16000),
              "short.wav": (tone(500, 2.0, sr=22050), 22050)}
-    for name, (y, sr) in clips.items():
-        sf.write(src / name, y, sr, subtype="FLOAT")
+    src = write_clips(root / "audio", clips)
     (src / "broken.wav").write_bytes(b"not audio")
     out = root / "f.h5"
     result = CliRunner().invoke(app, ["extract", str(src), "-o", str(out), "-m", "random", "-m", "mfcc",
