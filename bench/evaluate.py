@@ -5,11 +5,13 @@
     python bench/evaluate.py                           # the 31-subset sweep on gtzan_genre (+ mfcc, mfcc+12345):
                                                        # old engine vs new, the same figures asserted
     python bench/evaluate.py --halving --json halving.json   # nested CV: successive halving vs the full inner search
+    python bench/evaluate.py --solver                  # libsvm (scikit-learn) vs the compiled solver, one fold's fits
     python bench/evaluate.py --reproduce docs/study_reproduction.json   # every study figure, study + nested
 
 Engines (``Options.engine``): ``fold`` is the previous implementation (kernels computed again in every
-fold and for every work unit, joblib processes), ``shared`` the new one (:mod:`convfeat.evaluation.kernels`:
-kernels computed once per feature set or fold and shared, threads).  Every comparison asserts identical
+fold and for every work unit, joblib processes, scikit-learn's libsvm), ``shared`` the new one
+(:mod:`convfeat.evaluation.kernels`: kernels computed once per feature set or fold and shared, threads, the
+compiled solver :mod:`convfeat.evaluation.svm_solver` for classification).  Every comparison asserts identical
 figures: every fold score of every grid point, the reported score, the per-fold scores and predictions.
 
 The GTZAN runs need the study's features in ../shared/paper (set CONVFEAT_SHARED); they skip with the
@@ -131,21 +133,23 @@ def fit_clock():
 
     total = {"seconds": 0.0, "fits": 0}
     lock = threading.Lock()
-    original = heads._fit_predict_kernel
+    originals = {heads: heads._fit_predict_kernel, kernels: kernels.fit_predict}   # per-fold engine, shared engine
 
-    def timed(*args):
-        t0 = time.thread_time()
-        out = original(*args)
-        with lock:
-            total["seconds"] += time.thread_time() - t0
-            total["fits"] += 1
-        return out
+    def timer(original):
+        def timed(*args):
+            t0 = time.thread_time()
+            out = original(*args)
+            with lock:
+                total["seconds"] += time.thread_time() - t0
+                total["fits"] += 1
+            return out
+        return timed
 
-    kernels._fit_predict_kernel = heads._fit_predict_kernel = timed
+    heads._fit_predict_kernel, kernels.fit_predict = timer(originals[heads]), timer(originals[kernels])
     try:
         yield total
     finally:
-        kernels._fit_predict_kernel = heads._fit_predict_kernel = original
+        heads._fit_predict_kernel, kernels.fit_predict = originals[heads], originals[kernels]
 
 
 # -- comparisons ----------------------------------------------------------------------------------
@@ -260,6 +264,60 @@ def time_sweep(jobs: int, scaler: str, json_path: Path | None = None) -> dict | 
     doc = {"old": out["fold_s"], "new": out["shared_s"], "identical": True, "figures": figures(res)}
     if json_path:
         json_path.write_text(json.dumps(ev.json_safe(doc), indent=1))
+    return doc
+
+
+# -- the solver alone ------------------------------------------------------------------------------
+def time_solver(items: int, json_path: Path | None) -> dict:
+    """One fold of the generated set, the study grid's slow and typical fits: scikit-learn's SVC (libsvm) and the
+    compiled solver on the same precomputed kernels, one thread each; the fitted models asserted identical."""
+    import warnings
+
+    from sklearn.svm import SVC
+
+    from convfeat import evaluation as ev
+    from convfeat.evaluation import kernels, svm_solver
+
+    if not svm_solver.available():
+        print(f"skipped: compiled solver unavailable ({svm_solver.unavailable_reason()})")
+        return {}
+    feats, y = generated_features("12345", items)
+    codes = np.unique(y, return_inverse=True)[1]
+    train, test = map(np.asarray, ev.make_splits(y, n_folds=10, legacy=True).folds[0])
+    order = kernels.training_order(codes, "classification", train)
+    # (feature set, scaler, kernel, C): the MFCC linear points are most of the study protocol's time
+    fits = [("mfcc", False, "linear", 0.1), ("mfcc", True, "linear", 8.0),
+            ("mfcc+12345", False, "linear", 2.0), ("12345", False, "linear", 32.0), ("12345", True, 0.125, 2.0),
+            ("12345", False, 2.0 ** -7, 8.0)]
+    rows, total = [], {"sklearn": 0.0, "ours": 0.0}
+    with kernels.one_blas_thread():
+        for name, scale, kern, C in fits:
+            fk = kernels.fold_kernels(feats[name], order, test, train, scale, None, kern != "linear")
+            K_tr, K_te = (fk.G, fk.G_te) if kern == "linear" else (np.exp(-kern * fk.D), np.exp(-kern * fk.SD_te))
+            t0 = time.thread_time()
+            ref = SVC(kernel="precomputed", C=C, max_iter=ev.DEFAULT_MAX_ITER)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ref.fit(K_tr, codes[order])
+            pred_ref = ref.predict(K_te)
+            t1 = time.thread_time()
+            pred, capped = svm_solver.svc_fit_predict(K_tr, codes[order], K_te, C, ev.DEFAULT_MAX_ITER)
+            t2 = time.thread_time()
+            assert np.array_equal(pred, pred_ref), name
+            model = svm_solver.ovo_model(K_tr, codes[order], C, ev.DEFAULT_MAX_ITER)
+            assert np.array_equal(model["n_iter"], ref.n_iter_) and np.array_equal(-model["rho"], ref._intercept_)
+            what = f"{name}, {'linear' if kern == 'linear' else f'rbf gamma={kern:g}'}, C={C:g}, scaler {'on' if scale else 'off'}"
+            rows.append({"fit": what, "sklearn_s": t1 - t0, "ours_s": t2 - t1, "iterations": int(ref.n_iter_.sum()),
+                         "capped": bool(capped)})
+            total["sklearn"] += t1 - t0
+            total["ours"] += t2 - t1
+            print(f"{what:45s} libsvm {t1 - t0:6.2f} s, compiled {t2 - t1:6.2f} s = {(t1 - t0) / (t2 - t1):4.2f}x "
+                  f"({int(ref.n_iter_.sum()):,} iterations{', capped' if capped else ''}); identical", flush=True)
+    print(f"all {len(fits)} fits: libsvm {total['sklearn']:.1f} s, compiled {total['ours']:.1f} s = "
+          f"{total['sklearn'] / total['ours']:.2f}x, identical predictions, rho and iteration counts ({_load()})")
+    doc = {"items": items, "fits": rows, "total": total}
+    if json_path:
+        json_path.write_text(json.dumps(doc, indent=1))
     return doc
 
 
@@ -464,6 +522,8 @@ def main() -> None:
                     "to 10; the new engine runs them and all 10)")
     ap.add_argument("--halving", action="store_true", help="measure successive halving against the full inner "
                     "search of nested CV")
+    ap.add_argument("--solver", action="store_true", help="time scikit-learn's libsvm against the compiled solver "
+                    "on one fold's fits of the generated set (identical models asserted)")
     ap.add_argument("--halving-items", type=int, default=1000)
     ap.add_argument("--seeds", default="0,1", help="generated sets of --halving")
     ap.add_argument("--json", type=Path, help="write the figures and timings to this JSON file")
@@ -477,6 +537,8 @@ def main() -> None:
         print(table(args.table))
     elif args.reproduce:
         reproduce(args.reproduce, args.jobs, [p for p in args.parts.split(",") if p], args.emo_rows)
+    elif args.solver:
+        time_solver(args.items, args.json)
     elif args.generated:
         time_generated(args.items, args.layers, args.old_folds, args.jobs, args.json)
     elif args.halving:

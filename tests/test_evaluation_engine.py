@@ -205,8 +205,8 @@ def test_identical_problems_are_fitted_once(monkeypatch):
     X, labels = classes(d=32)
     y = np.unique(labels, return_inverse=True)[1]
     calls = []
-    fit = kernels._fit_predict_kernel
-    monkeypatch.setattr(kernels, "_fit_predict_kernel", lambda *a: calls.append(a[4]) or fit(*a))
+    fit = kernels.fit_predict
+    monkeypatch.setattr(kernels, "fit_predict", lambda *a: calls.append(a[4]) or fit(*a))
     points = ev.svm_grid((False,))
     outs, _ = kernels.svm_fold_outputs(X, y, "classification", np.arange(8, len(y)), np.arange(8), points)
     auto = [i for i, p in enumerate(points) if p.get("gamma") == "auto"]

@@ -376,9 +376,8 @@ def test_non_finite_input_is_left_to_the_reference(model, bad):
 
 def test_compile_failure_falls_back_with_one_warning(monkeypatch):
     """A machine without a working compiler: one warning, then the exact reference path."""
-    monkeypatch.setattr(fast, "_lib", None)
-    monkeypatch.setattr(fast, "_reason", None)
-    monkeypatch.setattr(fast, "_warned", False)
+    for name, value in (("lib", None), ("reason", None), ("warned", False)):
+        monkeypatch.setattr(fast._LIBRARY, name, value)
 
     def broken():
         raise RuntimeError("no C++ compiler found (simulated)")
@@ -397,14 +396,6 @@ def test_compile_failure_falls_back_with_one_warning(monkeypatch):
             ref = m(y, reference=True)
     for k in ref:
         assert torch.equal(got[k], ref[k]) and torch.equal(again[k], ref[k])
-
-
-def test_disabled_by_environment(monkeypatch):
-    monkeypatch.setattr(fast, "_lib", None)
-    monkeypatch.setattr(fast, "_reason", None)
-    monkeypatch.setenv("CONVFEAT_FAST", "0")
-    assert not fast.available()
-    assert "CONVFEAT_FAST" in fast.unavailable_reason()
 
 
 def test_kernels_compile_once_and_are_cached(tmp_path, monkeypatch):

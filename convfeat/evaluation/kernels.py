@@ -22,6 +22,8 @@ Why the results do not change (every value below is the very float64 the per-fol
   memory, which makes the fits faster.
 * **Points that are the same problem are fitted once**: ``gamma='auto'`` = 1/n_features equals a
   grid γ for 32-, 128-, 512-… dimensional features; libsvm is deterministic.
+* **libsvm's solver, compiled here** (:mod:`.svm_solver`) fits single-label classification: the same
+  alphas, rho, iteration counts and predictions as scikit-learn's SVC, in less than half the time.
 
 Sums of blocks are *not* used: the distance of a concatenation equals the sum of its blocks'
 distances in exact arithmetic only (``tests/test_evaluation_engine.py`` shows the last-bit
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import svm_solver
 from .heads import _fit_predict_kernel, _scaled, fold_outputs, inner_search
 from .metrics import metric_values, primary
 
@@ -239,6 +242,16 @@ def fold_kernels(X, train, test, fit_rows, scale: bool, shared: SharedKernels | 
 
 
 # -- fits --------------------------------------------------------------------------------------------
+def fit_predict(task, K_tr, y_tr, K_te, C, max_iter):
+    """libsvm on a precomputed kernel → (test outputs, stopped at the cap): the compiled solver
+    (:mod:`.svm_solver`, the same results, faster) for single-label classification, scikit-learn otherwise."""
+    if task == "classification":
+        out = svm_solver.svc_fit_predict(K_tr, y_tr, K_te, C, max_iter)
+        if out is not None:
+            return out
+    return _fit_predict_kernel(task, K_tr, y_tr, K_te, C, max_iter)
+
+
 def _kernel_key(point: dict, n_features: int):
     if point["kernel"] == "linear":
         return "linear"
@@ -261,7 +274,7 @@ def _fits(task, fk: FoldKernels, y_tr, points, idx, n_features, max_iter) -> dic
             np.exp(K_tr, out=K_tr)
             K_te = np.exp(-key * fk.SD_te)
         for C, members in by_c.items():
-            o, cap = _fit_predict_kernel(task, K_tr, y_tr, K_te, C, max_iter)
+            o, cap = fit_predict(task, K_tr, y_tr, K_te, C, max_iter)
             for i in members:  # the same libsvm problem: fitted once
                 out[i] = (np.array(o, copy=True), cap)
     return out

@@ -58,15 +58,8 @@ nothing global is changed.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
-import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -74,6 +67,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import native
 from ..constants import AMIN, DYNAMIC_RANGE_DB, LAYER_NAMES
 from .frontend import same_padding
 
@@ -98,96 +92,19 @@ _ABI = 9
 # -----------------------------------------------------------------------------------------
 # Building and loading the kernels
 # -----------------------------------------------------------------------------------------
-_lock = threading.Lock()
-_lib = None                 # the loaded ctypes library
-_reason: str | None = None  # why the fast path is unavailable (None: not tried or fine)
-_warned = False
 _compile_seconds = 0.0      # time spent compiling in this process (0 when the cache hit)
-
-
-def _cache_root() -> Path:
-    env = os.environ.get("CONVFEAT_CACHE_DIR")
-    if env:
-        return Path(env).expanduser() / "kernels"
-    try:
-        import platformdirs
-
-        return Path(platformdirs.user_cache_dir("convfeat")) / "kernels"
-    except Exception:  # pragma: no cover - platformdirs is a dependency
-        return Path(tempfile.gettempdir()) / "convfeat-kernels"
-
-
-def _cpu_identity() -> str:
-    # -march=native code must never be loaded on another CPU (a cache dir may be shared).
-    parts = [platform.machine(), platform.system()]
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "model name", "Features", "CPU part")):
-                    parts.append(line.strip())
-                if len(parts) > 8:
-                    break
-    except OSError:
-        parts.append(platform.processor())
-    return "\n".join(parts)
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _compiler_version(cxx: str) -> str:
-    try:
-        return subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except Exception:
-        return ""
+_lock = threading.Lock()    # guards the helper-thread pool
 
 
 def _build() -> ctypes.CDLL:
     global _compile_seconds
-    cxx = _compiler()
-    if cxx is None:
-        raise RuntimeError("no C++ compiler found (g++, c++ or clang++; or set $CXX)")
-    source = _source()
-    key = hashlib.sha256("\n".join([source, " ".join(_FLAGS), _compiler_version(cxx), _cpu_identity(),
-                                    str(_ABI)]).encode()).hexdigest()[:20]
-    so_name = f"convfeat_fast_{key}.so"
-    candidates = [_cache_root(), Path(tempfile.gettempdir()) / "convfeat-kernels"]
-    for root in candidates:
-        path = root / so_name
-        if path.is_file():
-            try:
-                return _load(path)
-            except Exception:
-                pass                      # a corrupt cache entry: rebuilt below
-    last_error = None
-    for root in candidates:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=root) as tmp:
-                src = Path(tmp) / "kernels.cpp"
-                src.write_text(source)
-                tmp_so = Path(tmp) / so_name
-                t0 = time.perf_counter()
-                res = subprocess.run([cxx, *_FLAGS, str(src), "-o", str(tmp_so)], capture_output=True,
-                                     text=True, timeout=300)
-                _compile_seconds += time.perf_counter() - t0
-                if res.returncode != 0:
-                    raise RuntimeError(f"{Path(cxx).name} failed: {res.stderr.strip()[-800:]}")
-                os.replace(tmp_so, root / so_name)     # atomic: concurrent builders agree
-            return _load(root / so_name)
-        except (OSError, subprocess.SubprocessError) as exc:
-            last_error = exc
-    raise RuntimeError(f"could not build the kernels: {last_error}")
+    lib, seconds = native.build(_source(), _FLAGS, "convfeat_fast", _ABI, _load)
+    _compile_seconds += seconds
+    return lib
 
 
 def _load(path: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(path))
-    if lib.convfeat_fast_abi() != _ABI:
-        raise OSError("kernel ABI mismatch")
+    lib = native.load(path, "convfeat_fast_abi", _ABI)
     P, I, L, F = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_float
     sig = {"frames_window": [P, L, I, I, I, I, P, P, L, P],
            "mel_power": [P, I, I, I, P, P, P, P, P, L, I, F, P],
@@ -203,28 +120,9 @@ def _load(path: Path) -> ctypes.CDLL:
     return lib
 
 
-def _kernels():
-    """The loaded kernel library, or None (with a one-time warning) when it cannot be built."""
-    global _lib, _reason, _warned
-    if _lib is not None:
-        return _lib
-    if _reason is not None:
-        return None
-    with _lock:
-        if _lib is None and _reason is None:
-            if os.environ.get("CONVFEAT_FAST", "1").strip().lower() in ("0", "false", "no", "off"):
-                _reason = "disabled by CONVFEAT_FAST=0"
-            else:
-                try:
-                    _lib = _build()
-                except Exception as exc:  # any failure: the exact reference path still works
-                    _reason = f"{type(exc).__name__}: {exc}"
-                    if not _warned:
-                        _warned = True
-                        warnings.warn(f"convfeat: fast inference kernels unavailable ({_reason}); "
-                                      "using the reference forward pass (exact, slower)",
-                                      RuntimeWarning, stacklevel=3)
-    return _lib
+_LIBRARY = native.Library("fast inference kernels", "using the reference forward pass (exact, slower)",
+                          lambda: _build())
+_kernels = _LIBRARY.get      # the loaded kernel library, or None
 
 
 def available() -> bool:
@@ -234,7 +132,7 @@ def available() -> bool:
 
 def unavailable_reason() -> str | None:
     """Why the fast path is off (None when it is available or not tried yet)."""
-    return _reason
+    return _LIBRARY.reason
 
 
 def compile_seconds() -> float:

@@ -1,0 +1,461 @@
+// One-vs-one C-SVC on a precomputed kernel: the SMO of Fan, Chen & Lin (JMLR 2005, second-order
+// working-set selection, shrinking) as libsvm runs it, operation for operation, so that every alpha,
+// rho and prediction equals scikit-learn's SVC(kernel="precomputed") bit for bit.  What differs is
+// only where the numbers live: the kernel rows of a pair are kept whole in one float table (no LRU
+// cache, no per-entry kernel call) and the three passes per iteration are branch-free loops.
+//
+// Rules that keep it exact (each one mirrors libsvm's arithmetic):
+//  * Q entries are float: (float)(y_i*y_j*K_ij); QD is the double K_ii.
+//  * every update, comparison and tie-break (">=" keeps the last index, "<=" too) as libsvm has it;
+//  * no fused multiply-add (built with -ffp-contract=off) and no reassociation (no -ffast-math).
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+namespace {
+
+constexpr double TAU = 1e-12;
+constexpr double INF = HUGE_VAL;
+enum : char { LOWER = 0, UPPER = 1, FREE = 2 };
+
+// Portable SIMD (GCC/Clang vector extensions): 8 lanes, AVX-512 where the CPU has it.
+constexpr int W = 8;
+typedef double vd __attribute__((vector_size(W * sizeof(double))));
+typedef long long vl __attribute__((vector_size(W * sizeof(long long))));
+typedef float vf __attribute__((vector_size(W * sizeof(float))));
+
+inline vd load(const double* p) { vd v; std::memcpy(&v, p, sizeof v); return v; }
+inline vl load(const long long* p) { vl v; std::memcpy(&v, p, sizeof v); return v; }
+inline vd load(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return __builtin_convertvector(v, vd); }
+inline vd splat(double x) { return vd{} + x; }
+inline vl lanes() {
+  vl lane;
+  for (int k = 0; k < W; ++k) lane[k] = k;
+  return lane;
+}
+
+// Visit the vectors of positions 0..n-1: visit(v, a, valid) for vector v (positions v*W ..) with
+// accumulator a (v % A in whole groups of A, then 0: the positions each lane sees only grow) and
+// valid, the lanes below n (all but in the last, partial vector).
+constexpr int A = 4;   // independent accumulators (breaks the compare-blend dependency chain)
+template <class Visit>
+inline void over_vectors(int n, Visit&& visit) {
+  const int nv = n / W, rem = n % W;
+  const vl all = vl{} - 1;
+  int v = 0;
+  for (; v + A <= nv; v += A)
+    for (int a = 0; a < A; ++a) visit(v + a, a, all);
+  for (; v < nv; ++v) visit(v, 0, all);
+  if (rem) visit(nv, 0, lanes() < rem);
+}
+
+// The last index holding the largest (want_max) or smallest value, from per-lane bests that each keep
+// their own last such index: the sequential scan's ">=" / "<=" tie-break.  → (value, index or -1)
+inline void reduce_last(const vd* best, const vl* idx, int n_acc, bool want_max, double& value,
+                        long long& index) {
+  vd b = best[0];
+  vl ix = idx[0];
+  for (int a = 1; a < n_acc; ++a) {  // lane-wise merge; a lane that saw no candidate has index -1
+    const vl take = (want_max ? best[a] > b : best[a] < b) | ((best[a] == b) & (idx[a] > ix));
+    b = take ? best[a] : b;
+    ix = take ? idx[a] : ix;
+  }
+  value = b[0];
+  index = ix[0];
+  for (int k = 1; k < W; ++k) {
+    const bool take = (want_max ? b[k] > value : b[k] < value) | ((b[k] == value) & (ix[k] > index));
+    value = take ? b[k] : value;
+    index = take ? ix[k] : index;
+  }
+}
+
+class BinarySMO {
+ public:
+  // items: rows of K (row-major, leading dimension ldk) of the l items; y: +1 / -1 per item.
+  BinarySMO(const double* K, long long ldk, const int* items, const signed char* y, int l, double C, double eps,
+            long long max_iter)
+      : K_(K), ldk_(ldk), l_(l), lp_((l + W - 1) / W * W), C_(C), eps_(eps), max_iter_(max_iter),
+        row_of_(items, items + l), where_(l), ys_(y, y + l), y_input_(y, y + l), G_(lp_, 0.0), Gbar_(l, 0.0),
+        alpha_(l, 0.0), QD_(lp_, 0.0), status_(l, LOWER), yd_(lp_, 0.0), up_(lp_, 0), low_(lp_, 0),
+        rows_(l, nullptr), pool_(static_cast<size_t>(l) * lp_, 0.0f) {
+    for (int i = 0; i < l; ++i) {
+      where_[i] = i;
+      yd_[i] = ys_[i];
+      set_masks(i);
+      G_[i] = -1.0;  // p = -1
+      QD_[i] = K_[row_of_[i] * ldk_ + row_of_[i]];
+    }
+    free_rows_.reserve(l);
+    for (int i = l - 1; i >= 0; --i) free_rows_.push_back(pool_.data() + static_cast<size_t>(i) * lp_);
+  }
+
+  // Solve; alpha_y (length l, input order) gets alpha_i * y_i; returns the iterations run.
+  long long solve(double* alpha_y, double* rho, bool* capped) {
+    int counter = (l_ < 1000 ? l_ : 1000) + 1;
+    long long iter = 0;
+    active_ = l_;
+    unshrink_ = false;
+    *capped = false;
+    for (;;) {
+      if (max_iter_ != -1 && iter >= max_iter_) {
+        *capped = true;
+        break;
+      }
+      if (--counter == 0) {
+        counter = l_ < 1000 ? l_ : 1000;
+        shrink();
+      }
+      int i, j;
+      if (select(i, j)) {
+        reconstruct_gradient();
+        active_ = l_;
+        if (select(i, j)) break;
+        counter = 1;
+      }
+      ++iter;
+      step(i, j);
+    }
+    *rho = calculate_rho();
+    for (int i = 0; i < l_; ++i) alpha_y[where_[i]] = alpha_[i];
+    for (int i = 0; i < l_; ++i) alpha_y[i] *= y_input_[i];
+    return iter;
+  }
+
+ private:
+  const double* K_;
+  long long ldk_;
+  int l_, lp_, active_ = 0;   // items; padded to whole vectors (the loops read whole vectors)
+  double C_, eps_;
+  long long max_iter_;
+  bool unshrink_ = false;
+  std::vector<int> row_of_, where_;
+  std::vector<signed char> ys_, y_input_;   // labels by position; in input order
+  std::vector<double> G_, Gbar_, alpha_, QD_;
+  std::vector<char> status_;
+  std::vector<double> yd_;          // y as +1.0 / -1.0
+  std::vector<long long> up_, low_; // -1 where the item is in I_up / I_low (may move up / down), else 0
+  std::vector<float*> rows_;     // position -> its Q row (nullptr until first needed)
+  std::vector<float*> filled_;   // every filled row (their entries follow the swaps)
+  std::vector<float> pool_;
+  std::vector<float*> free_rows_;
+
+  const float* q_row(int i) {
+    float* r = rows_[i];
+    if (r == nullptr) {
+      r = free_rows_.back();
+      free_rows_.pop_back();
+      const double* k = K_ + static_cast<long long>(row_of_[i]) * ldk_;
+      const int yi = ys_[i];
+      for (int j = 0; j < l_; ++j) r[j] = static_cast<float>(yi * ys_[j] * k[row_of_[j]]);
+      rows_[i] = r;
+      filled_.push_back(r);
+    }
+    return r;
+  }
+
+  void set_status(int i) {
+    status_[i] = alpha_[i] >= C_ ? UPPER : (alpha_[i] <= 0 ? LOWER : FREE);
+    set_masks(i);
+  }
+
+  void set_masks(int i) {  // I_up: y=+1 below C or y=-1 above 0; I_low the other way round
+    up_[i] = (ys_[i] == 1 ? status_[i] != UPPER : status_[i] != LOWER) ? -1 : 0;
+    low_[i] = (ys_[i] == 1 ? status_[i] != LOWER : status_[i] != UPPER) ? -1 : 0;
+  }
+
+  void swap_positions(int i, int j) {
+    if (i == j) return;
+    std::swap(row_of_[i], row_of_[j]);
+    std::swap(where_[i], where_[j]);
+    std::swap(ys_[i], ys_[j]);
+    std::swap(G_[i], G_[j]);
+    std::swap(Gbar_[i], Gbar_[j]);
+    std::swap(alpha_[i], alpha_[j]);
+    std::swap(QD_[i], QD_[j]);
+    std::swap(status_[i], status_[j]);
+    std::swap(yd_[i], yd_[j]);
+    std::swap(up_[i], up_[j]);
+    std::swap(low_[i], low_[j]);
+    std::swap(rows_[i], rows_[j]);
+    for (float* r : filled_) std::swap(r[i], r[j]);
+  }
+
+  // Lane t of vector v is position v*W + t; each of the A accumulators keeps, per lane, the best value
+  // and the last position holding it; reduce_last merges them.
+  // 1 when optimal (to eps), else the working set (i, j): i maximises -y_t G_t over I_up, j
+  // minimises the second-order objective decrease over I_low (ties: the last index, as libsvm).
+  int select(int& out_i, int& out_j) {
+    const int n = active_;
+    const double* G = G_.data();
+    const double* yd = yd_.data();
+    const long long* up = up_.data();
+    const long long* low = low_.data();
+    const vl lane = lanes();
+
+    double gmax;
+    long long imax;
+    {
+      vd best[A];
+      vl bidx[A];
+      for (int a = 0; a < A; ++a) { best[a] = splat(-INF); bidx[a] = vl{} - 1; }
+      auto visit = [&](int v, int a, vl valid) {
+        const int t = v * W;
+        const vd val = -(load(yd + t) * load(G + t));
+        const vl m = (val >= best[a]) & load(up + t) & valid;
+        best[a] = m ? val : best[a];
+        bidx[a] = m ? lane + t : bidx[a];
+      };
+      over_vectors(n, visit);
+      reduce_last(best, bidx, A, true, gmax, imax);
+    }
+    if (imax == -1) return 1;  // Gmax = -inf: optimal
+    const int i = static_cast<int>(imax);
+    const float* Qi = q_row(i);
+    const double* QD = QD_.data();
+
+    double gmax2, best_obj;
+    long long jmin;
+    {
+      const vd vgmax = splat(gmax), vtwo_yi = splat(2.0 * yd[i]), vqdi = splat(QD_[i]), vtau = splat(TAU);
+      vd g2[A], best[A];
+      vl bidx[A];
+      for (int a = 0; a < A; ++a) { g2[a] = splat(-INF); best[a] = splat(INF); bidx[a] = vl{} - 1; }
+      auto visit = [&](int v, int a, vl valid) {
+        const int t = v * W;
+        const vl lm = load(low + t) & valid;
+        const vd yv = load(yd + t);
+        const vd yg = yv * load(G + t);
+        g2[a] = (lm & (yg >= g2[a])) ? yg : g2[a];
+        const vd gd = vgmax + yg;
+        // QD_i + QD_j -/+ 2 y_i Q_ij for y_j = +1/-1: y_j * (2 y_i Q_ij) is exact
+        const vd quad = (vqdi + load(QD + t)) - yv * (vtwo_yi * load(Qi + t));
+        const vd obj = -(gd * gd) / (quad > 0 ? quad : vtau);
+        const vl m = lm & (gd > 0) & (obj <= best[a]);
+        best[a] = m ? obj : best[a];
+        bidx[a] = m ? lane + t : bidx[a];
+      };
+      over_vectors(n, visit);
+      gmax2 = -INF;
+      for (int a = 0; a < A; ++a)
+        for (int k = 0; k < W; ++k) gmax2 = g2[a][k] > gmax2 ? g2[a][k] : gmax2;
+      reduce_last(best, bidx, A, false, best_obj, jmin);
+    }
+    if (gmax + gmax2 < eps_ || jmin == -1) return 1;
+    out_i = i;
+    out_j = static_cast<int>(jmin);
+    return 0;
+  }
+
+  void step(int i, int j) {
+    const float* Qi = q_row(i);
+    const float* Qj = q_row(j);
+    const double Ci = C_, Cj = C_;
+    const double old_i = alpha_[i], old_j = alpha_[j];
+    double& ai = alpha_[i];
+    double& aj = alpha_[j];
+    if (ys_[i] != ys_[j]) {
+      double quad = QD_[i] + QD_[j] + static_cast<double>(2 * Qi[j]);
+      if (quad <= 0) quad = TAU;
+      const double delta = (-G_[i] - G_[j]) / quad;
+      const double diff = ai - aj;
+      ai += delta;
+      aj += delta;
+      if (diff > 0) {
+        if (aj < 0) { aj = 0; ai = diff; }
+      } else {
+        if (ai < 0) { ai = 0; aj = -diff; }
+      }
+      if (diff > Ci - Cj) {
+        if (ai > Ci) { ai = Ci; aj = Ci - diff; }
+      } else {
+        if (aj > Cj) { aj = Cj; ai = Cj + diff; }
+      }
+    } else {
+      double quad = QD_[i] + QD_[j] - static_cast<double>(2 * Qi[j]);
+      if (quad <= 0) quad = TAU;
+      const double delta = (G_[i] - G_[j]) / quad;
+      const double sum = ai + aj;
+      ai -= delta;
+      aj += delta;
+      if (sum > Ci) {
+        if (ai > Ci) { ai = Ci; aj = sum - Ci; }
+      } else {
+        if (aj < 0) { aj = 0; ai = sum; }
+      }
+      if (sum > Cj) {
+        if (aj > Cj) { aj = Cj; ai = sum - Cj; }
+      } else {
+        if (ai < 0) { ai = 0; aj = sum; }
+      }
+    }
+    const double dai = ai - old_i, daj = aj - old_j;
+    double* G = G_.data();
+    for (int k = 0; k < active_; ++k) G[k] += static_cast<double>(Qi[k]) * dai + static_cast<double>(Qj[k]) * daj;
+
+    const bool ui = status_[i] == UPPER, uj = status_[j] == UPPER;
+    set_status(i);
+    set_status(j);
+    double* Gb = Gbar_.data();
+    if (ui != (status_[i] == UPPER)) {
+      if (ui)
+        for (int k = 0; k < l_; ++k) Gb[k] -= Ci * static_cast<double>(Qi[k]);
+      else
+        for (int k = 0; k < l_; ++k) Gb[k] += Ci * static_cast<double>(Qi[k]);
+    }
+    if (uj != (status_[j] == UPPER)) {
+      if (uj)
+        for (int k = 0; k < l_; ++k) Gb[k] -= Cj * static_cast<double>(Qj[k]);
+      else
+        for (int k = 0; k < l_; ++k) Gb[k] += Cj * static_cast<double>(Qj[k]);
+    }
+  }
+
+  void reconstruct_gradient() {
+    if (active_ == l_) return;
+    for (int j = active_; j < l_; ++j) G_[j] = Gbar_[j] + -1.0;
+    // G[j] += sum over free i (ascending) of alpha_i * Q_ij: the order libsvm's two variants share
+    for (int i = 0; i < active_; ++i)
+      if (status_[i] == FREE) {
+        const float* Qi = q_row(i);
+        const double a = alpha_[i];
+        for (int j = active_; j < l_; ++j) G_[j] += a * static_cast<double>(Qi[j]);
+      }
+  }
+
+  bool be_shrunk(int i, double gmax1, double gmax2) const {
+    if (status_[i] == UPPER) return ys_[i] == 1 ? -G_[i] > gmax1 : -G_[i] > gmax2;
+    if (status_[i] == LOWER) return ys_[i] == 1 ? G_[i] > gmax2 : G_[i] > gmax1;
+    return false;
+  }
+
+  void shrink() {
+    double gmax1 = -INF, gmax2 = -INF;
+    for (int i = 0; i < active_; ++i) {
+      if (ys_[i] == 1) {
+        if (status_[i] != UPPER && -G_[i] >= gmax1) gmax1 = -G_[i];
+        if (status_[i] != LOWER && G_[i] >= gmax2) gmax2 = G_[i];
+      } else {
+        if (status_[i] != UPPER && -G_[i] >= gmax2) gmax2 = -G_[i];
+        if (status_[i] != LOWER && G_[i] >= gmax1) gmax1 = G_[i];
+      }
+    }
+    if (!unshrink_ && gmax1 + gmax2 <= eps_ * 10) {
+      unshrink_ = true;
+      reconstruct_gradient();
+      active_ = l_;
+    }
+    for (int i = 0; i < active_; ++i)
+      if (be_shrunk(i, gmax1, gmax2)) {
+        --active_;
+        while (active_ > i) {
+          if (!be_shrunk(active_, gmax1, gmax2)) {
+            swap_positions(i, active_);
+            break;
+          }
+          --active_;
+        }
+      }
+  }
+
+  double calculate_rho() const {
+    int nr_free = 0;
+    double ub = INF, lb = -INF, sum_free = 0;
+    for (int i = 0; i < active_; ++i) {
+      const double yG = ys_[i] * G_[i];
+      if (status_[i] == UPPER) {
+        if (ys_[i] == -1) ub = ub < yG ? ub : yG; else lb = lb > yG ? lb : yG;
+      } else if (status_[i] == LOWER) {
+        if (ys_[i] == 1) ub = ub < yG ? ub : yG; else lb = lb > yG ? lb : yG;
+      } else {
+        ++nr_free;
+        sum_free += yG;
+      }
+    }
+    return nr_free > 0 ? sum_free / nr_free : (ub + lb) / 2;
+  }
+};
+
+}  // namespace
+
+extern "C" {
+
+int convfeat_svm_abi() { return 1; }
+
+// One-vs-one C-SVC, classes 0..n_class-1 given grouped: class c is rows start[c] .. start[c]+count[c]-1
+// of the n x n training kernel K (row-major, leading dimension ldk).  For every pair (a < b) in
+// libsvm's order the binary problem (class a +1, class b -1) is solved; the m x n test kernel Kt
+// (leading dimension ldt) is then voted on as libsvm's predict does → pred[m] (class indices).
+// n_iter[pair] gets each pair's iterations; when not null, rho_out[pair] its rho and coef_out its
+// coefficients alpha_i*y_i (pair after pair, count[a]+count[b] each).  Returns 1 if any pair stopped
+// at max_iter, 0 if none, -1 when memory ran out.
+int convfeat_svc_ovo(const double* K, long long ldk, const int* start, const int* count, int n_class, double C,
+                     double eps, long long max_iter, const double* Kt, long long ldt, long long m, int* pred,
+                     long long* n_iter, double* rho_out, double* coef_out) {
+  try {
+    const int n_pairs = n_class * (n_class - 1) / 2;
+    // per pair: coefficients (alpha*y) of its items, rho
+    std::vector<std::vector<double>> coef(n_pairs);
+    std::vector<double> rho(n_pairs);
+    int capped_any = 0;
+    int p = 0;
+    for (int a = 0; a < n_class; ++a)
+      for (int b = a + 1; b < n_class; ++b, ++p) {
+        const int l = count[a] + count[b];
+        std::vector<int> items(l);
+        std::vector<signed char> y(l);
+        for (int k = 0; k < count[a]; ++k) { items[k] = start[a] + k; y[k] = 1; }
+        for (int k = 0; k < count[b]; ++k) { items[count[a] + k] = start[b] + k; y[count[a] + k] = -1; }
+        coef[p].assign(l, 0.0);
+        bool capped = false;
+        BinarySMO smo(K, ldk, items.data(), y.data(), l, C, eps, max_iter);
+        n_iter[p] = smo.solve(coef[p].data(), &rho[p], &capped);
+        capped_any |= capped;
+        if (rho_out) rho_out[p] = rho[p];
+        if (coef_out) {
+          std::memcpy(coef_out, coef[p].data(), sizeof(double) * l);
+          coef_out += l;
+        }
+      }
+    // predict: per pair, sum over its nonzero coefficients in order (class a, then class b), minus
+    // rho, a vote for a when positive: each test row's sum in libsvm's order, the rows side by side
+    // (a transposed test kernel, so that the compiler vectorises across rows)
+    const long long n = start[n_class - 1] + count[n_class - 1];
+    std::vector<double> KtT(static_cast<size_t>(m * n));
+    for (long long t = 0; t < m; ++t)
+      for (long long k = 0; k < n; ++k) KtT[k * m + t] = Kt[t * ldt + k];
+    std::vector<int> votes(static_cast<size_t>(m) * n_class, 0);
+    std::vector<double> sum(m);
+    p = 0;
+    for (int a = 0; a < n_class; ++a)
+      for (int b = a + 1; b < n_class; ++b, ++p) {
+        std::fill(sum.begin(), sum.end(), 0.0);
+        const double* c = coef[p].data();
+        for (int side = 0; side < 2; ++side) {
+          const int first = side ? start[b] : start[a], cnt = side ? count[b] : count[a];
+          const double* cs = side ? c + count[a] : c;
+          for (int k = 0; k < cnt; ++k) {
+            if (cs[k] == 0) continue;  // a zero coefficient adds an exact zero
+            const double ck = cs[k];
+            const double* col = KtT.data() + (first + k) * m;
+            for (long long t = 0; t < m; ++t) sum[t] += ck * col[t];
+          }
+        }
+        for (long long t = 0; t < m; ++t) ++votes[t * n_class + (sum[t] - rho[p] > 0 ? a : b)];
+      }
+    for (long long t = 0; t < m; ++t) {
+      const int* v = votes.data() + t * n_class;
+      int best = 0;
+      for (int c = 1; c < n_class; ++c)
+        if (v[c] > v[best]) best = c;
+      pred[t] = best;
+    }
+    return capped_any;
+  } catch (const std::bad_alloc&) {
+    return -1;
+  }
+}
+
+}  // extern "C"
