@@ -8,7 +8,7 @@ order and precision (float Q entries, no fused multiply-add) — with the kernel
 one table and the per-iteration passes vectorised: same alphas, rho, iteration counts and
 predictions as ``sklearn.svm.SVC(kernel="precomputed")`` (tests/test_svm_solver.py compares all
 of them on problems that converge, stop at the cap, shrink and unshrink, and have duplicate items),
-2.2-2.9 times as fast (``python bench/evaluate.py --solver``).
+2.2-3.0 times as fast (``python bench/evaluate.py --solver``).
 
 Used by the shared-kernel engine (:mod:`.kernels`) for single-label classification; regression,
 multi-label tasks, one-class folds and machines without a C++ compiler use scikit-learn (a
