@@ -2,7 +2,8 @@
 // working-set selection, shrinking) as libsvm runs it, operation for operation, so that every alpha,
 // rho and prediction equals scikit-learn's SVC(kernel="precomputed") bit for bit.  What differs is
 // only where the numbers live: the kernel rows of a pair are kept whole in one float table (no LRU
-// cache, no per-entry kernel call) and the three passes per iteration are branch-free loops.
+// cache, no per-entry kernel call) and the three passes per iteration (two of the working-set
+// selection, the gradient update) are vectorised, branch-free loops.
 //
 // Rules that keep it exact (each one mirrors libsvm's arithmetic):
 //  * Q entries are float: (float)(y_i*y_j*K_ij); QD is the double K_ii.
@@ -190,10 +191,10 @@ class BinarySMO {
     for (float* r : filled_) std::swap(r[i], r[j]);
   }
 
-  // Lane t of vector v is position v*W + t; each of the A accumulators keeps, per lane, the best value
-  // and the last position holding it; reduce_last merges them.
   // 1 when optimal (to eps), else the working set (i, j): i maximises -y_t G_t over I_up, j
   // minimises the second-order objective decrease over I_low (ties: the last index, as libsvm).
+  // Lane t of vector v is position v*W + t; each of the A accumulators keeps, per lane, the best
+  // value and the last position holding it; reduce_last merges them.
   int select(int& out_i, int& out_j) {
     const int n = active_;
     const double* F = F_.data();
@@ -404,7 +405,7 @@ int convfeat_svm_abi() { return 1; }
 // (leading dimension ldt) is then voted on as libsvm's predict does → pred[m] (class indices).
 // n_iter[pair] gets each pair's iterations; when not null, rho_out[pair] its rho and coef_out its
 // coefficients alpha_i*y_i (pair after pair, count[a]+count[b] each).  Returns 1 if any pair stopped
-// at max_iter, 0 if none, -1 when memory ran out.
+// at max_iter, 0 if none, -1 when it failed (memory).
 int convfeat_svc_ovo(const double* K, long long ldk, const int* start, const int* count, int n_class, double C,
                      double eps, long long max_iter, const double* Kt, long long ldt, long long m, int* pred,
                      long long* n_iter, double* rho_out, double* coef_out) {
@@ -467,7 +468,7 @@ int convfeat_svc_ovo(const double* K, long long ldk, const int* start, const int
       pred[t] = best;
     }
     return capped_any;
-  } catch (const std::bad_alloc&) {
+  } catch (...) {   // out of memory (or any other C++ error): never unwind into Python
     return -1;
   }
 }

@@ -89,7 +89,7 @@ def _run(K_tr, y_tr, K_te, C: float, max_iter: int, model: bool):
                                   n_iter.ctypes.data, rho.ctypes.data if model else None,
                                   coef.ctypes.data if model else None)
     if status < 0:
-        raise MemoryError("the SVM solver ran out of memory")
+        raise MemoryError(f"the SVM solver could not allocate its tables ({n} training items, {nc} classes)")
     out = {"pred": classes[pred], "n_iter": n_iter, "capped": bool(status)}
     if model:
         out.update(rho=rho, coef=np.split(coef, np.cumsum(sizes)[:-1]), classes=classes, start=start, count=count)
