@@ -85,14 +85,13 @@ class BinarySMO {
   BinarySMO(const double* K, long long ldk, const int* items, const signed char* y, int l, double C, double eps,
             long long max_iter)
       : K_(K), ldk_(ldk), l_(l), lp_((l + W - 1) / W * W), C_(C), eps_(eps), max_iter_(max_iter),
-        row_of_(items, items + l), where_(l), ys_(y, y + l), y_input_(y, y + l), F_(lp_, 0.0), Fbar_(l, 0.0),
-        alpha_(l, 0.0), QD_(lp_, 0.0), status_(l, LOWER), yd_(lp_, 0.0), up_(lp_, 0), low_(lp_, 0),
+        row_of_(items, items + l), where_(l), ys_(y, y + l), F_(lp_, 0.0), Fbar_(l, 0.0),
+        alpha_(l, 0.0), QD_(lp_, 0.0), status_(l, LOWER), up_(lp_, 0), low_(lp_, 0),
         rows_(l, nullptr), pool_(static_cast<size_t>(l) * lp_, 0.0f) {
     for (int i = 0; i < l; ++i) {
       where_[i] = i;
-      yd_[i] = ys_[i];
       set_masks(i);
-      F_[i] = -yd_[i];  // G = p = -1
+      F_[i] = -ys_[i];  // G = p = -1
       QD_[i] = K_[row_of_[i] * ldk_ + row_of_[i]];
     }
     free_rows_.reserve(l);
@@ -126,8 +125,7 @@ class BinarySMO {
       step(i, j);
     }
     *rho = calculate_rho();
-    for (int i = 0; i < l_; ++i) alpha_y[where_[i]] = alpha_[i];
-    for (int i = 0; i < l_; ++i) alpha_y[i] *= y_input_[i];
+    for (int i = 0; i < l_; ++i) alpha_y[where_[i]] = alpha_[i] * ys_[i];   // item where_[i]'s alpha * y
     return iter;
   }
 
@@ -139,10 +137,9 @@ class BinarySMO {
   long long max_iter_;
   bool unshrink_ = false;
   std::vector<int> row_of_, where_;
-  std::vector<signed char> ys_, y_input_;   // labels by position; in input order
+  std::vector<signed char> ys_;   // y (+1 / -1) by position
   std::vector<double> F_, Fbar_, alpha_, QD_;   // y*G and y*G_bar by position (see the top)
   std::vector<char> status_;
-  std::vector<double> yd_;          // y as +1.0 / -1.0
   std::vector<long long> up_, low_; // -1 where the item is in I_up / I_low (may move up / down), else 0
   std::vector<float*> rows_;     // position -> its Q row (nullptr until first needed)
   std::vector<float*> filled_;   // every filled row (their entries follow the swaps)
@@ -162,7 +159,7 @@ class BinarySMO {
     return r;
   }
 
-  double grad(int i) const { return yd_[i] * F_[i]; }   // G_i (exact: y = +-1)
+  double grad(int i) const { return ys_[i] * F_[i]; }   // G_i (exact: y = +-1)
 
   void set_status(int i) {
     status_[i] = alpha_[i] >= C_ ? UPPER : (alpha_[i] <= 0 ? LOWER : FREE);
@@ -184,7 +181,6 @@ class BinarySMO {
     std::swap(alpha_[i], alpha_[j]);
     std::swap(QD_[i], QD_[j]);
     std::swap(status_[i], status_[j]);
-    std::swap(yd_[i], yd_[j]);
     std::swap(up_[i], up_[j]);
     std::swap(low_[i], low_[j]);
     std::swap(rows_[i], rows_[j]);
@@ -301,39 +297,31 @@ class BinarySMO {
     }
     const double dai = ai - old_i, daj = aj - old_j;
     // G_k += Q_ik dai + Q_jk daj, times y_k: y_k Q_ik = y_i K_ik, so F_k += K_ik (y_i dai) + K_jk (y_j daj)
-    const double ydai = yd_[i] * dai, ydaj = yd_[j] * daj;
+    const double ydai = ys_[i] * dai, ydaj = ys_[j] * daj;
     double* F = F_.data();
     for (int k = 0; k < active_; ++k) F[k] += static_cast<double>(Ki[k]) * ydai + static_cast<double>(Kj[k]) * ydaj;
 
     const bool ui = status_[i] == UPPER, uj = status_[j] == UPPER;
     set_status(i);
     set_status(j);
-    // G_bar_k -/+= C Q_ik when i leaves / reaches its upper bound; times y_k as above
+    // G_bar_k -/+= C Q_ik when i leaves / reaches its upper bound; times y_k as above.  One loop
+    // with the sign in the factor: a - c K and a + (-c) K are the same double.
     double* Fb = Fbar_.data();
-    if (ui != (status_[i] == UPPER)) {
-      const double c = yd_[i] * Ci;
-      if (ui)
-        for (int k = 0; k < l_; ++k) Fb[k] -= c * static_cast<double>(Ki[k]);
-      else
-        for (int k = 0; k < l_; ++k) Fb[k] += c * static_cast<double>(Ki[k]);
-    }
-    if (uj != (status_[j] == UPPER)) {
-      const double c = yd_[j] * Cj;
-      if (uj)
-        for (int k = 0; k < l_; ++k) Fb[k] -= c * static_cast<double>(Kj[k]);
-      else
-        for (int k = 0; k < l_; ++k) Fb[k] += c * static_cast<double>(Kj[k]);
-    }
+    auto bound_moved = [&](const float* Kr, double c) {
+      for (int k = 0; k < l_; ++k) Fb[k] += c * static_cast<double>(Kr[k]);
+    };
+    if (ui != (status_[i] == UPPER)) bound_moved(Ki, (ui ? -1 : 1) * (ys_[i] * Ci));
+    if (uj != (status_[j] == UPPER)) bound_moved(Kj, (uj ? -1 : 1) * (ys_[j] * Cj));
   }
 
   void reconstruct_gradient() {
     if (active_ == l_) return;
-    for (int j = active_; j < l_; ++j) F_[j] = Fbar_[j] - yd_[j];   // y_j (G_bar_j + p_j), p = -1
+    for (int j = active_; j < l_; ++j) F_[j] = Fbar_[j] - ys_[j];   // y_j (G_bar_j + p_j), p = -1
     // G[j] += sum over free i (ascending) of alpha_i * Q_ij: the order libsvm's two variants share
     for (int i = 0; i < active_; ++i)
       if (status_[i] == FREE) {
         const float* Ki = k_row(i);
-        const double a = yd_[i] * alpha_[i];   // y_j (alpha_i Q_ij) = (y_i alpha_i) K_ij
+        const double a = ys_[i] * alpha_[i];   // y_j (alpha_i Q_ij) = (y_i alpha_i) K_ij
         for (int j = active_; j < l_; ++j) F_[j] += a * static_cast<double>(Ki[j]);
       }
   }

@@ -81,9 +81,10 @@ def _run(K_tr, y_tr, K_te, C: float, max_iter: int, model: bool):
     n_pairs = nc * (nc - 1) // 2
     pred = np.empty(len(K_te), np.int32)
     n_iter = np.empty(n_pairs, np.int64)
-    rho = np.empty(n_pairs) if model else None
-    sizes = [int(count[a] + count[b]) for a in range(nc) for b in range(a + 1, nc)]
-    coef = np.empty(sum(sizes)) if model else None
+    rho = coef = None
+    if model:
+        sizes = [int(count[a] + count[b]) for a in range(nc) for b in range(a + 1, nc)]
+        rho, coef = np.empty(n_pairs), np.empty(sum(sizes))
     status = lib.convfeat_svc_ovo(K_tr.ctypes.data, n, start.ctypes.data, count.ctypes.data, nc, float(C),
                                   LIBSVM_TOL, int(max_iter), K_te.ctypes.data, n, len(K_te), pred.ctypes.data,
                                   n_iter.ctypes.data, rho.ctypes.data if model else None,
