@@ -91,6 +91,7 @@ def test_wheel_install_carries_the_shipped_model(tmp_path):
     assert {f"convfeat/models/shipped/{SHIPPED}/{f}" for f in ("model.json", "weights.npz", "MODEL_CARD.md")} <= names
     assert "convfeat/models/fast_kernels.cpp" in names          # the fast path's C++ source
     assert "convfeat/evaluation/svm_solver.cpp" in names      # the exact SVM solver's C++ source
+    assert "convfeat/evaluation/pairwise.cpp" in names        # the kernel matrices' C++ source
 
     # A fresh venv that sees the installed dependencies (torch, ...) through the system
     # site-packages, and the base pip (--without-pip: no seeding, and pip comes from the same

@@ -134,3 +134,50 @@ def test_engine_uses_the_solver_and_falls_back_with_the_same_predictions(monkeyp
     monkeypatch.setattr(svm_solver, "svc_fit_predict", lambda *a: None)   # as without a compiler
     slow, _ = kernels.fit_predict("classification", G, y, G[:15], 2.0, -1)
     assert np.array_equal(fast, slow)
+
+
+def test_kernels_of_any_scale_equal_libsvm():
+    """Tiny kernels (q_it below 1e-37: the float reciprocals of the filtered selection would leave the
+    normal range, so the reference selection runs) and large ones (1e20): the same models as libsvm."""
+    needs_solver()
+    X, y = problem([25, 20, 15], d=6, seed=8, spread=0.5)
+    G = kernels.seq_gram(X)
+    for scale in (1e-40, 1e20):   # badly scaled problems can run long: capped
+        assert_same_as_libsvm(G * scale, y, G[:10] * scale, 2.0, 20_000)
+
+
+def test_out_of_range_kernels_go_to_scikit_learn():
+    """Values beyond 1e30 (or not finite) could overflow libsvm's float Q: the solver declines (None)
+    and the engine's fit_predict gives scikit-learn's predictions."""
+    needs_solver()
+    X, y = problem([12, 10])
+    G = kernels.seq_gram(X)
+    for bad in (np.inf, np.nan, 1e31):
+        K = G.copy()
+        K[3, 5] = K[5, 3] = bad
+        assert svm_solver.svc_fit_predict(K, y, G[:4], 1.0) is None
+    assert svm_solver.svc_fit_predict(G, y, G[:4], 1e29, 1000) is None          # C * n beyond 1e30
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = SVC(kernel="precomputed", C=1e29, max_iter=1000).fit(G, y).predict(G[:4])
+    assert np.array_equal(kernels.fit_predict("classification", G, y, G[:4], 1e29, 1000)[0], ref)
+
+
+def test_portable_build_gives_the_same_models(monkeypatch):
+    """Built for the baseline x86-64 / any CPU (no AVX-512: 8-lane vectors lowered to narrower ones,
+    the portable mask-to-bits loop): the same models as the native build."""
+    needs_solver()
+    from convfeat import native
+
+    flags = [f for f in svm_solver._FLAGS if not f.startswith("-march")]
+    portable, _ = native.build(svm_solver._source(), flags, "convfeat_svm_portable", svm_solver._ABI,
+                               svm_solver._load)
+    X, y = problem([45, 40, 30], d=10, seed=4, scales=np.geomspace(100, 0.01, 10))
+    G = kernels.seq_gram(X)
+    native_model = svm_solver.ovo_model(G, y, 32.0, 20_000)
+    monkeypatch.setattr(svm_solver, "_library", lambda: portable)
+    portable_model = svm_solver.ovo_model(G, y, 32.0, 20_000)
+    assert np.array_equal(native_model["n_iter"], portable_model["n_iter"])
+    assert np.array_equal(native_model["rho"], portable_model["rho"])
+    assert all(np.array_equal(a, b) for a, b in zip(native_model["coef"], portable_model["coef"]))
+    assert native_model["n_iter"].max() == 20_000

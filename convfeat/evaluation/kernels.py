@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import svm_solver
+from . import pairwise, svm_solver
 from .heads import _fit_predict_kernel, _scaled, fold_outputs, inner_search
 from .metrics import metric_values, primary
 
@@ -114,7 +114,14 @@ def one_blas_thread():
 
 def _pairwise(kind: str, A, B=None, out=None) -> np.ndarray:
     """``kind`` ("dot" or "sqdist") of every row of ``A`` with every row of ``B`` (``None``: A itself,
-    the upper triangle computed and mirrored) → ``(n, m)``, into ``out`` when given."""
+    the upper triangle computed and mirrored) → ``(n, m)``, into ``out`` when given.
+
+    The compiled loops (:mod:`.pairwise`, the same values bit for bit) when available, else the
+    NumPy reference (:func:`_pairwise_loop`)."""
+    fast = pairwise.seq_dot if kind == "dot" else pairwise.seq_sqdist
+    res = fast(A, B, out)
+    if res is not None:
+        return res
     with one_blas_thread():
         return _pairwise_loop(kind, A, B, out)
 

@@ -19,13 +19,25 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
 constexpr double TAU = 1e-12;
 constexpr double INF = HUGE_VAL;
+// Kernel values and C * l are at most KMAX: then every Q entry is a finite float and every gradient
+// is finite, which the selection's +-inf biases rely on.  Larger values go to scikit-learn.
+constexpr double KMAX = 1e30;
+struct OutOfRange {};
+inline double bounded(double k) {
+  if (!(std::fabs(k) <= KMAX)) throw OutOfRange{};
+  return k;
+}
 enum : char { LOWER = 0, UPPER = 1, FREE = 2 };
 
 // Portable SIMD (GCC/Clang vector extensions): 8 lanes, AVX-512 where the CPU has it.
@@ -59,43 +71,80 @@ inline void over_vectors(int n, Visit&& visit) {
   if (rem) visit(nv, 0, lanes() < rem);
 }
 
+inline vd abs(vd x) { return x < 0 ? -x : x; }
+inline vd masked(vd x, vl m) {   // x where m is set, +0.0 elsewhere
+  vl b;
+  std::memcpy(&b, &x, sizeof b);
+  b &= m;
+  std::memcpy(&x, &b, sizeof x);
+  return x;
+}
+inline unsigned bits(vl m) {   // bit k set where lane k of the mask is
+#if defined(__AVX512F__)
+  __m512i v;
+  std::memcpy(&v, &m, sizeof v);
+  return _mm512_test_epi64_mask(v, v);
+#else
+  unsigned b = 0;
+  for (int k = 0; k < W; ++k) b |= static_cast<unsigned>(m[k] & 1) << k;
+  return b;
+#endif
+}
+
+// Lane permutations for the reductions below: swap halves, pairs, neighbours (W = 8).
+static_assert(W == 8, "the reductions shuffle 8 lanes");
+template <class V>
+inline V mirror(V x, int step) {
+  if (step == 4) return __builtin_shufflevector(x, x, 4, 5, 6, 7, 0, 1, 2, 3);
+  if (step == 2) return __builtin_shufflevector(x, x, 2, 3, 0, 1, 6, 7, 4, 5);
+  return __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6);
+}
+
 // The last index holding the largest (want_max) or smallest value, from per-lane bests that each keep
-// their own last such index: the sequential scan's ">=" / "<=" tie-break.  → (value, index or -1)
+// their own last such index: the sequential scan's ">=" / "<=" tie-break.  Picking the larger (value,
+// index) in that order is associative, so any merge order gives the scan's answer.  Values are never
+// NaN.  → (value, index or -1)
 inline void reduce_last(const vd* best, const vl* idx, int n_acc, bool want_max, double& value,
                         long long& index) {
   vd b = best[0];
   vl ix = idx[0];
-  for (int a = 1; a < n_acc; ++a) {  // lane-wise merge; a lane that saw no candidate has index -1
-    const vl take = (want_max ? best[a] > b : best[a] < b) | ((best[a] == b) & (idx[a] > ix));
-    b = take ? best[a] : b;
-    ix = take ? idx[a] : ix;
-  }
+  auto merge = [&](vd b2, vl ix2) {   // a lane that saw no candidate has index -1
+    const vl take = (want_max ? b2 > b : b2 < b) | ((b2 == b) & (ix2 > ix));
+    b = take ? b2 : b;
+    ix = take ? ix2 : ix;
+  };
+  for (int a = 1; a < n_acc; ++a) merge(best[a], idx[a]);
+  for (int step = 4; step >= 1; step /= 2) merge(mirror(b, step), mirror(ix, step));
   value = b[0];
   index = ix[0];
-  for (int k = 1; k < W; ++k) {
-    const bool take = (want_max ? b[k] > value : b[k] < value) | ((b[k] == value) & (ix[k] > index));
-    value = take ? b[k] : value;
-    index = take ? ix[k] : index;
+}
+
+inline double largest(const vd* x) {   // the largest lane of A vectors (no NaN)
+  vd m = x[0];
+  for (int a = 1; a < A; ++a) m = x[a] > m ? x[a] : m;
+  for (int step = 4; step >= 1; step /= 2) {
+    const vd o = mirror(m, step);
+    m = o > m ? o : m;
   }
+  return m[0];
 }
 
 class BinarySMO {
  public:
   // items: rows of K (row-major, leading dimension ldk) of the l items; y: +1 / -1 per item.
+  // pool: room for 2 l rows of lp floats (k_row, reciprocals), reused from pair to pair.
   BinarySMO(const double* K, long long ldk, const int* items, const signed char* y, int l, double C, double eps,
-            long long max_iter)
+            long long max_iter, float* pool)
       : K_(K), ldk_(ldk), l_(l), lp_((l + W - 1) / W * W), C_(C), eps_(eps), max_iter_(max_iter),
         row_of_(items, items + l), where_(l), ys_(y, y + l), F_(lp_, 0.0), Fbar_(l, 0.0),
-        alpha_(l, 0.0), QD_(lp_, 0.0), status_(l, LOWER), up_(lp_, 0), low_(lp_, 0),
-        rows_(l, nullptr), pool_(static_cast<size_t>(l) * lp_, 0.0f) {
+        alpha_(l, 0.0), QD_(lp_, 0.0), ratio_(lp_, 0.0), upb_(lp_, INF), lowb_(lp_, -INF), status_(l, LOWER),
+        low_(lp_, 0), row_filter_(l, 0), rows_(l, nullptr), recips_(l, nullptr), pool_(pool) {
     for (int i = 0; i < l; ++i) {
       where_[i] = i;
       set_masks(i);
       F_[i] = -ys_[i];  // G = p = -1
-      QD_[i] = K_[row_of_[i] * ldk_ + row_of_[i]];
+      QD_[i] = bounded(K_[row_of_[i] * ldk_ + row_of_[i]]);
     }
-    free_rows_.reserve(l);
-    for (int i = l - 1; i >= 0; --i) free_rows_.push_back(pool_.data() + static_cast<size_t>(i) * lp_);
   }
 
   // Solve; alpha_y (length l, input order) gets alpha_i * y_i; returns the iterations run.
@@ -139,24 +188,66 @@ class BinarySMO {
   std::vector<int> row_of_, where_;
   std::vector<signed char> ys_;   // y (+1 / -1) by position
   std::vector<double> F_, Fbar_, alpha_, QD_;   // y*G and y*G_bar by position (see the top)
+  std::vector<double> ratio_;        // select_j_filtered's r_t
+  std::vector<double> upb_, lowb_;   // 0 where the item is in I_up / I_low, +inf / -inf elsewhere
   std::vector<char> status_;
-  std::vector<long long> up_, low_; // -1 where the item is in I_up / I_low (may move up / down), else 0
-  std::vector<float*> rows_;     // position -> its Q row (nullptr until first needed)
-  std::vector<float*> filled_;   // every filled row (their entries follow the swaps)
-  std::vector<float> pool_;
-  std::vector<float*> free_rows_;
+  std::vector<long long> low_;    // -1 where the item is in I_low (may move down), else 0
+  std::vector<char> row_filter_;  // whether select_j_filtered may use the row (filter_ready)
+  std::vector<float*> rows_;      // position -> its row (nullptr until first needed)
+  std::vector<float*> filled_;    // every filled row (their entries follow the swaps)
+  std::vector<float*> recips_;    // position -> its row's reciprocals (nullptr until made)
+  std::vector<float*> recips_made_;
+  float* pool_;                   // l rows, then l rows of reciprocals
 
-  const float* k_row(int i) {   // (float)K of item i with every item, by position
+  // Row i, filled on first use: (float)K_it for every position t (libsvm's Q without the sign).
+  const float* k_row(int i) {
     float* r = rows_[i];
     if (r == nullptr) {
-      r = free_rows_.back();
-      free_rows_.pop_back();
+      r = pool_ + filled_.size() * static_cast<size_t>(lp_);
       const double* k = K_ + static_cast<long long>(row_of_[i]) * ldk_;
       for (int j = 0; j < l_; ++j) r[j] = static_cast<float>(k[row_of_[j]]);
+      std::fill(r + l_, r + lp_, 0.0f);
+      vl out = vl{};
+      over_vectors(lp_, [&](int v, int, vl) { out |= ~(abs(load(r + v * W)) <= KMAX); });
+      if (bits(out)) throw OutOfRange{};
       rows_[i] = r;
       filled_.push_back(r);
     }
     return r;
+  }
+
+  // Whether select_j_filtered may run with row i.  Its reciprocals are made on the row's fourth
+  // selection: many rows of a short fit are selected only once or twice, and making them costs
+  // about a pass (measured: first use slows short RBF fits by ~10 %, fourth use does not).
+  bool filter_ready(int i) {
+    char& state = row_filter_[i];   // 0-3: selections so far, 4: reciprocals made, 5: not usable
+    if (state < 3) ++state;
+    else if (state == 3) state = reciprocals(i) ? 4 : 5;
+    return state == 4;
+  }
+
+  // Row i's (float)(1/q_it) for every position t, q_it = libsvm's divisor QD_i + QD_t - 2 K_it (TAU
+  // when not positive); false (not usable) unless every q_it (t != i) lies in (1e-37, 1e37), where
+  // the float reciprocal is a normal number.
+  bool reciprocals(int i) {
+    const float* r = k_row(i);
+    float* rq = pool_ + (static_cast<size_t>(l_) + recips_made_.size()) * lp_;
+    recips_[i] = rq;
+    recips_made_.push_back(rq);
+    const double* QD = QD_.data();
+    const vd vqdi = splat(QD_[i]), vtau = splat(TAU);
+    vl bad = vl{};
+    over_vectors(l_, [&](int v, int, vl valid) {
+      const int t = v * W;
+      const vd quad = (vqdi + load(QD + t)) - 2.0 * load(r + t);
+      const vd q = quad > 0 ? quad : vtau;
+      bad |= ~((q > 1e-37) & (q < 1e37)) & valid & ((lanes() + t) != i);
+      const vf inv = 1.0f / __builtin_convertvector(q, vf);
+      std::memcpy(rq + t, &inv, sizeof inv);
+    });
+    std::fill(rq + l_, rq + lp_, 0.0f);
+    rq[i] = 0.0f;   // gd_i = Gmax + F_i = 0: never a candidate
+    return bits(bad) == 0;
   }
 
   double grad(int i) const { return ys_[i] * F_[i]; }   // G_i (exact: y = +-1)
@@ -167,8 +258,11 @@ class BinarySMO {
   }
 
   void set_masks(int i) {  // I_up: y=+1 below C or y=-1 above 0; I_low the other way round
-    up_[i] = (ys_[i] == 1 ? status_[i] != UPPER : status_[i] != LOWER) ? -1 : 0;
-    low_[i] = (ys_[i] == 1 ? status_[i] != LOWER : status_[i] != UPPER) ? -1 : 0;
+    const bool up = ys_[i] == 1 ? status_[i] != UPPER : status_[i] != LOWER;
+    const bool low = ys_[i] == 1 ? status_[i] != LOWER : status_[i] != UPPER;
+    upb_[i] = up ? 0.0 : INF;
+    lowb_[i] = low ? 0.0 : -INF;
+    low_[i] = low ? -1 : 0;
   }
 
   void swap_positions(int i, int j) {
@@ -181,10 +275,14 @@ class BinarySMO {
     std::swap(alpha_[i], alpha_[j]);
     std::swap(QD_[i], QD_[j]);
     std::swap(status_[i], status_[j]);
-    std::swap(up_[i], up_[j]);
+    std::swap(upb_[i], upb_[j]);
+    std::swap(lowb_[i], lowb_[j]);
     std::swap(low_[i], low_[j]);
+    std::swap(row_filter_[i], row_filter_[j]);
     std::swap(rows_[i], rows_[j]);
+    std::swap(recips_[i], recips_[j]);
     for (float* r : filled_) std::swap(r[i], r[j]);
+    for (float* r : recips_made_) std::swap(r[i], r[j]);
   }
 
   // 1 when optimal (to eps), else the working set (i, j): i maximises -y_t G_t over I_up, j
@@ -194,61 +292,118 @@ class BinarySMO {
   int select(int& out_i, int& out_j) {
     const int n = active_;
     const double* F = F_.data();
-    const long long* up = up_.data();
-    const long long* low = low_.data();
     const vl lane = lanes();
-
-    double gmax;
+    // Pass 1.  Gmax = max over I_up of -F_t = -(min of F_t + upb_t), upb = 0 in I_up and +inf
+    // elsewhere (F is finite: kernel values are bounded, see k_row), with the last position holding
+    // it; and Gmax2 = max over I_low of F_t (libsvm takes it in its second pass: the same set and
+    // values), from F_t + lowb_t.  Adding the bias costs less than testing a mask.
+    double fmin, gmax2;
     long long imax;
     {
-      vd best[A];
+      const double* upb = upb_.data();
+      const double* lowb = lowb_.data();
+      vd best[A], g2[A];
       vl bidx[A];
-      for (int a = 0; a < A; ++a) { best[a] = splat(-INF); bidx[a] = vl{} - 1; }
-      auto visit = [&](int v, int a, vl valid) {
+      for (int a = 0; a < A; ++a) { best[a] = splat(INF); g2[a] = splat(-INF); bidx[a] = vl{} - 1; }
+      over_vectors(n, [&](int v, int a, vl valid) {
         const int t = v * W;
-        const vd val = -load(F + t);                    // -y_t G_t
-        const vl m = (val >= best[a]) & load(up + t) & valid;
-        best[a] = m ? val : best[a];
+        const vd f = load(F + t);
+        const vd u = f + load(upb + t);
+        const vl m = (u <= best[a]) & valid;
+        best[a] = m ? u : best[a];
         bidx[a] = m ? lane + t : bidx[a];
-      };
-      over_vectors(n, visit);
-      reduce_last(best, bidx, A, true, gmax, imax);
+        const vd g = f + load(lowb + t);
+        g2[a] = (g > g2[a]) & valid ? g : g2[a];
+      });
+      reduce_last(best, bidx, A, false, fmin, imax);
+      gmax2 = largest(g2);
     }
-    if (imax == -1) return 1;  // Gmax = -inf: optimal
+    if (fmin == INF) return 1;  // I_up empty: Gmax = -inf, optimal
     const int i = static_cast<int>(imax);
-    const float* Ki = k_row(i);
-    const double* QD = QD_.data();
-
-    double gmax2, best_obj;
-    long long jmin;
-    {
-      const vd vgmax = splat(gmax), vqdi = splat(QD_[i]), vtau = splat(TAU);
-      vd g2[A], best[A];
-      vl bidx[A];
-      for (int a = 0; a < A; ++a) { g2[a] = splat(-INF); best[a] = splat(INF); bidx[a] = vl{} - 1; }
-      auto visit = [&](int v, int a, vl valid) {
-        const int t = v * W;
-        const vl lm = load(low + t) & valid;
-        const vd yg = load(F + t);                      // y_t G_t
-        g2[a] = (lm & (yg >= g2[a])) ? yg : g2[a];
-        const vd gd = vgmax + yg;
-        // libsvm's QD_i + QD_t -/+ 2 y_i Q_it (y_t = +1/-1) is exactly QD_i + QD_t - 2 K_it
-        const vd quad = (vqdi + load(QD + t)) - 2.0 * load(Ki + t);
-        const vd obj = -(gd * gd) / (quad > 0 ? quad : vtau);
-        const vl m = lm & (gd > 0) & (obj <= best[a]);
-        best[a] = m ? obj : best[a];
-        bidx[a] = m ? lane + t : bidx[a];
-      };
-      over_vectors(n, visit);
-      gmax2 = -INF;
-      for (int a = 0; a < A; ++a)
-        for (int k = 0; k < W; ++k) gmax2 = g2[a][k] > gmax2 ? g2[a][k] : gmax2;
-      reduce_last(best, bidx, A, false, best_obj, jmin);
-    }
-    if (gmax + gmax2 < eps_ || jmin == -1) return 1;
+    const double gmax = -F[i];
+    if (gmax + gmax2 < eps_) return 1;
+    k_row(i);   // libsvm fetches row i here, whatever happens next
+    long long jmin = -1;
+    if (!filter_ready(i) || !select_j_filtered(i, gmax, jmin)) select_j(i, gmax, jmin);
+    if (jmin == -1) return 1;
     out_i = i;
     out_j = static_cast<int>(jmin);
     return 0;
+  }
+
+  // Pass 2, the reference: j minimises obj_t = -(gd_t^2)/q_t over I_low where gd_t = Gmax + F_t > 0,
+  // q_t = QD_i + QD_t - 2 K_it (libsvm's QD_i + QD_t -/+ 2 y_i Q_it for y_t = +1/-1, exactly), TAU
+  // when not positive; the last such position on ties.
+  void select_j(int i, double gmax, long long& jmin) {
+    const double* F = F_.data();
+    const double* QD = QD_.data();
+    const long long* low = low_.data();
+    const float* Ki = k_row(i);
+    const vl lane = lanes();
+    const vd vgmax = splat(gmax), vqdi = splat(QD_[i]), vtau = splat(TAU);
+    vd best[A];
+    vl bidx[A];
+    for (int a = 0; a < A; ++a) { best[a] = splat(INF); bidx[a] = vl{} - 1; }
+    over_vectors(active_, [&](int v, int a, vl valid) {
+      const int t = v * W;
+      const vd gd = vgmax + load(F + t);
+      const vd quad = (vqdi + load(QD + t)) - 2.0 * load(Ki + t);
+      const vd obj = -(gd * gd) / (quad > 0 ? quad : vtau);
+      const vl m = load(low + t) & valid & (gd > 0) & (obj <= best[a]);
+      best[a] = m ? obj : best[a];
+      bidx[a] = m ? lane + t : bidx[a];
+    });
+    double best_obj;
+    reduce_last(best, bidx, A, false, best_obj, jmin);
+  }
+
+  // Pass 2, filtered (the same j; false when it cannot vouch for that, then select_j runs).  The
+  // division per item was most of the pass.  With row i's 1/q_t kept as floats (reciprocals), r_t =
+  // gd_t |gd_t| (1/q_t), masked to I_low, is within 2^-23 of gd_t^2/q_t where gd_t > 0 and <= 0
+  // elsewhere; only items within 2^-20 of the largest r can hold the minimum of obj_t, whose
+  // rounding keeps the order of the exact ratios up to ties.  Those few are tested exactly, in
+  // order, with libsvm's "<=".
+  bool select_j_filtered(int i, double gmax, long long& jmin) {
+    const double* F = F_.data();
+    const long long* low = low_.data();
+    const float* RQ = recips_[i];
+    double* R = ratio_.data();
+    const vd vgmax = splat(gmax);
+    vd rmax[A];
+    for (int a = 0; a < A; ++a) rmax[a] = splat(0.0);
+    over_vectors(active_, [&](int v, int a, vl valid) {
+      const int t = v * W;
+      const vd gd = vgmax + load(F + t);
+      const vd r = masked(gd * abs(gd) * load(RQ + t), load(low + t) & valid);
+      std::memcpy(R + t, &r, sizeof r);
+      rmax[a] = r > rmax[a] ? r : rmax[a];
+    });
+    const double top = largest(rmax);
+    if (!(top >= 0x1p-900 && top <= 0x1p900)) return false;   // far from overflow and underflow
+    const double thr = top * (1 - 0x1p-20);
+    const double* QD = QD_.data();
+    const float* Ki = k_row(i);
+    double best_obj = INF;
+    auto test = [&](int t) {   // libsvm's test of item t, in its arithmetic (t in I_low, gd > 0)
+      const double gd = gmax + F[t];
+      double quad = (QD_[i] + QD[t]) - 2.0 * static_cast<double>(Ki[t]);
+      if (quad <= 0) quad = TAU;
+      const double obj = -(gd * gd) / quad;
+      if (obj <= best_obj) { best_obj = obj; jmin = t; }
+    };
+    auto scan = [&](int v) {
+      for (unsigned c = bits(load(R + v * W) >= thr); c; c &= c - 1) test(v * W + __builtin_ctz(c));
+    };
+    const int nv = (active_ + W - 1) / W;
+    int v = 0;
+    for (; v + 4 <= nv; v += 4) {   // candidates are rare: four vectors at a time
+      const vd a = load(R + v * W), b = load(R + (v + 1) * W), c = load(R + (v + 2) * W), d = load(R + (v + 3) * W);
+      const vd ab = a > b ? a : b, cd = c > d ? c : d;
+      if (bits((ab > cd ? ab : cd) >= thr))
+        for (int u = v; u < v + 4; ++u) scan(u);
+    }
+    for (; v < nv; ++v) scan(v);
+    return true;
   }
 
   void step(int i, int j) {
@@ -385,7 +540,7 @@ class BinarySMO {
 
 extern "C" {
 
-int convfeat_svm_abi() { return 1; }
+int convfeat_svm_abi() { return 2; }
 
 // One-vs-one C-SVC, classes 0..n_class-1 given grouped: class c is rows start[c] .. start[c]+count[c]-1
 // of the n x n training kernel K (row-major, leading dimension ldk).  For every pair (a < b) in
@@ -393,12 +548,21 @@ int convfeat_svm_abi() { return 1; }
 // (leading dimension ldt) is then voted on as libsvm's predict does → pred[m] (class indices).
 // n_iter[pair] gets each pair's iterations; when not null, rho_out[pair] its rho and coef_out its
 // coefficients alpha_i*y_i (pair after pair, count[a]+count[b] each).  Returns 1 if any pair stopped
-// at max_iter, 0 if none, -1 when it failed (memory).
+// at max_iter, 0 if none, -1 when it failed (memory), -2 when a kernel value or C * n exceeds KMAX.
 int convfeat_svc_ovo(const double* K, long long ldk, const int* start, const int* count, int n_class, double C,
                      double eps, long long max_iter, const double* Kt, long long ldt, long long m, int* pred,
                      long long* n_iter, double* rho_out, double* coef_out) {
   try {
     const int n_pairs = n_class * (n_class - 1) / 2;
+    const long long n = start[n_class - 1] + count[n_class - 1];
+    if (!(C * static_cast<double>(n) <= KMAX)) return -2;
+    size_t most = 0;   // the largest pair's rows and reciprocals
+    for (int a = 0; a < n_class; ++a)
+      for (int b = a + 1; b < n_class; ++b) {
+        const size_t l = static_cast<size_t>(count[a]) + count[b], lp = (l + W - 1) / W * W;
+        most = l * 2 * lp > most ? l * 2 * lp : most;
+      }
+    std::unique_ptr<float[]> pool(new float[most]);
     // per pair: coefficients (alpha*y) of its items, rho
     std::vector<std::vector<double>> coef(n_pairs);
     std::vector<double> rho(n_pairs);
@@ -413,7 +577,7 @@ int convfeat_svc_ovo(const double* K, long long ldk, const int* start, const int
         for (int k = 0; k < count[b]; ++k) { items[count[a] + k] = start[b] + k; y[count[a] + k] = -1; }
         coef[p].assign(l, 0.0);
         bool capped = false;
-        BinarySMO smo(K, ldk, items.data(), y.data(), l, C, eps, max_iter);
+        BinarySMO smo(K, ldk, items.data(), y.data(), l, C, eps, max_iter, pool.get());
         n_iter[p] = smo.solve(coef[p].data(), &rho[p], &capped);
         capped_any |= capped;
         if (rho_out) rho_out[p] = rho[p];
@@ -425,7 +589,6 @@ int convfeat_svc_ovo(const double* K, long long ldk, const int* start, const int
     // predict: per pair, sum over its nonzero coefficients in order (class a, then class b), minus
     // rho, a vote for a when positive: each test row's sum in libsvm's order, the rows side by side
     // (a transposed test kernel, so that the compiler vectorises across rows)
-    const long long n = start[n_class - 1] + count[n_class - 1];
     std::vector<double> KtT(static_cast<size_t>(m * n));
     for (long long t = 0; t < m; ++t)
       for (long long k = 0; k < n; ++k) KtT[k * m + t] = Kt[t * ldt + k];
@@ -456,6 +619,8 @@ int convfeat_svc_ovo(const double* K, long long ldk, const int* start, const int
       pred[t] = best;
     }
     return capped_any;
+  } catch (const OutOfRange&) {   // kernel values beyond KMAX
+    return -2;
   } catch (...) {   // out of memory (or any other C++ error): never unwind into Python
     return -1;
   }

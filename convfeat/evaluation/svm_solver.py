@@ -28,7 +28,7 @@ __all__ = ["available", "unavailable_reason", "svc_fit_predict", "ovo_model", "L
 
 LIBSVM_TOL = 1e-3     # scikit-learn's SVC default tol, libsvm's eps (the stopping tolerance)
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off"]  # no FMA: libsvm has none
-_ABI = 1
+_ABI = 2
 
 
 def _source() -> str:
@@ -89,6 +89,8 @@ def _run(K_tr, y_tr, K_te, C: float, max_iter: int, model: bool):
                                   LIBSVM_TOL, int(max_iter), K_te.ctypes.data, n, len(K_te), pred.ctypes.data,
                                   n_iter.ctypes.data, rho.ctypes.data if model else None,
                                   coef.ctypes.data if model else None)
+    if status == -2:   # kernel values beyond the solver's range (|K| or C * n > 1e30): scikit-learn's libsvm
+        return None
     if status < 0:
         raise MemoryError(f"the SVM solver could not allocate its tables ({n} training items, {nc} classes)")
     out = {"pred": classes[pred], "n_iter": n_iter, "capped": bool(status)}
