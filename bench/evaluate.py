@@ -6,6 +6,9 @@
                                                        # old engine vs new, the same figures asserted
     python bench/evaluate.py --halving --json halving.json   # nested CV: successive halving vs the full inner search
     python bench/evaluate.py --solver                  # libsvm (scikit-learn) vs the compiled solver, one fold's fits
+    git show 33248c7:convfeat/evaluation/svm_solver.cpp > /tmp/prev.cpp
+    python bench/evaluate.py --solver --against /tmp/prev.cpp   # ... and another version of the solver's source
+    python bench/evaluate.py --kernels                 # kernel matrices: the NumPy loops vs the compiled ones
     python bench/evaluate.py --reproduce docs/study_reproduction.json   # every study figure, study + nested
 
 Engines (``Options.engine``): ``fold`` is the previous implementation (kernels computed again in every
@@ -268,9 +271,29 @@ def time_sweep(jobs: int, scaler: str, json_path: Path | None = None) -> dict | 
 
 
 # -- the solver alone ------------------------------------------------------------------------------
-def time_solver(items: int, json_path: Path | None) -> dict:
+def _other_solver(source: Path):
+    """Another version of svm_solver.cpp (same C entry point), built and loaded for comparison."""
+    import re
+
+    from convfeat import native
+    from convfeat.evaluation import svm_solver
+
+    text = source.read_text()
+    abi = int(re.search(r"convfeat_svm_abi\(\)\s*\{\s*return\s+(\d+)", text).group(1))
+
+    def loader(path):
+        lib = native.load(path, "convfeat_svm_abi", abi)
+        lib.convfeat_svc_ovo.argtypes = svm_solver._library().convfeat_svc_ovo.argtypes
+        lib.convfeat_svc_ovo.restype = svm_solver._library().convfeat_svc_ovo.restype
+        return lib
+
+    return native.build(text, svm_solver._FLAGS, "convfeat_svm_against", abi, loader)[0]
+
+
+def time_solver(items: int, json_path: Path | None, against: Path | None = None) -> dict:
     """One fold of the generated set, the study grid's slow and typical fits: scikit-learn's SVC (libsvm) and the
-    compiled solver on the same precomputed kernels, one thread each; the fitted models asserted identical."""
+    compiled solver on the same precomputed kernels, one thread each; the fitted models asserted identical.
+    ``against``: another version of the solver's source, timed on the same fits right after ours."""
     import warnings
 
     from sklearn.svm import SVC
@@ -289,7 +312,8 @@ def time_solver(items: int, json_path: Path | None) -> dict:
     fits = [("mfcc", False, "linear", 0.1), ("mfcc", True, "linear", 8.0),
             ("mfcc+12345", False, "linear", 2.0), ("12345", False, "linear", 32.0), ("12345", True, 0.125, 2.0),
             ("12345", False, 2.0 ** -7, 8.0)]
-    rows, total = [], {"sklearn": 0.0, "ours": 0.0}
+    rows, total = [], {"sklearn": 0.0, "ours": 0.0, "against": 0.0}
+    other = _other_solver(against) if against else None
     with kernels.one_blas_thread():
         for name, scale, kern, C in fits:
             fk = kernels.fold_kernels(feats[name], order, test, train, scale, None, kern != "linear")
@@ -306,21 +330,73 @@ def time_solver(items: int, json_path: Path | None) -> dict:
             assert np.array_equal(pred, pred_ref), name
             model = svm_solver.ovo_model(K_tr, codes[order], C, ev.DEFAULT_MAX_ITER)
             assert np.array_equal(model["n_iter"], ref.n_iter_) and np.array_equal(-model["rho"], ref._intercept_)
+            t_other = None
+            if other is not None:
+                ours_lib = svm_solver._library
+                svm_solver._library = lambda: other
+                try:
+                    t3 = time.thread_time()
+                    pred_other, _ = svm_solver.svc_fit_predict(K_tr, codes[order], K_te, C, ev.DEFAULT_MAX_ITER)
+                    t_other = time.thread_time() - t3
+                finally:
+                    svm_solver._library = ours_lib
+                assert np.array_equal(pred_other, pred_ref), name
+                total["against"] += t_other
             what = f"{name}, {'linear' if kern == 'linear' else f'rbf gamma={kern:g}'}, C={C:g}, scaler {'on' if scale else 'off'}"
             at_cap = int((ref.n_iter_ >= ev.DEFAULT_MAX_ITER).sum())
-            rows.append({"fit": what, "sklearn_s": t1 - t0, "ours_s": t2 - t1, "iterations": int(ref.n_iter_.sum()),
-                         "capped": bool(capped), "pairs": len(ref.n_iter_), "pairs_at_cap": at_cap})
+            rows.append({"fit": what, "sklearn_s": t1 - t0, "ours_s": t2 - t1, "against_s": t_other,
+                         "iterations": int(ref.n_iter_.sum()), "capped": bool(capped), "pairs": len(ref.n_iter_),
+                         "pairs_at_cap": at_cap})
             total["sklearn"] += t1 - t0
             total["ours"] += t2 - t1
             cap_note = f", {at_cap} of {len(ref.n_iter_)} pairs at the cap" if capped else ""
+            vs = "" if t_other is None else f"; --against {t_other:6.2f} s (ours {t_other / (t2 - t1):4.2f}x as fast)"
             print(f"{what:45s} libsvm {t1 - t0:6.2f} s, compiled {t2 - t1:6.2f} s = {(t1 - t0) / (t2 - t1):4.2f}x "
-                  f"({int(ref.n_iter_.sum()):,} iterations{cap_note}); identical", flush=True)
+                  f"({int(ref.n_iter_.sum()):,} iterations{cap_note}){vs}; identical", flush=True)
     print(f"all {len(fits)} fits: libsvm {total['sklearn']:.1f} s, compiled {total['ours']:.1f} s = "
           f"{total['sklearn'] / total['ours']:.2f}x, identical predictions, rho and iteration counts ({_load()})")
+    if other is not None:
+        print(f"  --against {against}: {total['against']:.1f} s; ours {total['against'] / total['ours']:.2f}x as fast, "
+              "the same predictions")
     doc = {"items": items, "fits": rows, "total": total}
     if json_path:
         json_path.write_text(json.dumps(doc, indent=1))
     return doc
+
+
+# -- kernel matrices ---------------------------------------------------------------------------------
+def time_kernels(items: int, json_path: Path | None) -> dict:
+    """The four kernel-matrix functions on the generated mfcc+12345 features (float32, 280-d; a tenth of the
+    items against the rest for the test blocks): NumPy loops vs the compiled code, one thread, identical values."""
+    from convfeat.evaluation import kernels, pairwise
+
+    if not pairwise.available():
+        print(f"skipped: compiled kernel matrices unavailable ({pairwise.unavailable_reason()})")
+        return {}
+    feats, _ = generated_features("12345", items)
+    X = np.asarray(feats["mfcc+12345"], dtype=np.float64)
+    T = X[: items // 10]
+    cases = [("seq_gram", kernels.seq_gram, (X,)), ("seq_sqdist_gram", kernels.seq_sqdist_gram, (X,)),
+             ("seq_dot", kernels.seq_dot, (T, X)), ("seq_sqdist", kernels.seq_sqdist, (T, X))]
+    real, rows = pairwise._library, []
+    try:
+        for name, fn, args in cases:
+            pairwise._library = lambda: None            # the NumPy loops (as with CONVFEAT_FAST=0)
+            t0 = time.thread_time()
+            ref = fn(*args)
+            t1 = time.thread_time()
+            pairwise._library = real
+            got = fn(*args)
+            t2 = time.thread_time()
+            assert np.array_equal(ref, got), name
+            rows.append({"function": name, "shape": list(ref.shape), "numpy_s": t1 - t0, "compiled_s": t2 - t1})
+            print(f"{name:16s} {str(ref.shape):14s} NumPy {t1 - t0:6.3f} s, compiled {t2 - t1:6.3f} s = "
+                  f"{(t1 - t0) / (t2 - t1):5.1f}x; identical", flush=True)
+    finally:
+        pairwise._library = real
+    if json_path:
+        json_path.write_text(json.dumps({"items": items, "d": X.shape[1], "rows": rows}, indent=1))
+    return {"rows": rows}
 
 
 # -- nested CV: successive halving vs the full inner search ----------------------------------------
@@ -526,6 +602,10 @@ def main() -> None:
                     "search of nested CV")
     ap.add_argument("--solver", action="store_true", help="time scikit-learn's libsvm against the compiled solver "
                     "on one fold's fits of the generated set (identical models asserted)")
+    ap.add_argument("--against", type=Path, help="with --solver: another version of svm_solver.cpp (e.g. from git "
+                    "show REV:convfeat/evaluation/svm_solver.cpp), timed on the same fits")
+    ap.add_argument("--kernels", action="store_true", help="time the kernel-matrix functions: NumPy loops vs the "
+                    "compiled code (identical values asserted)")
     ap.add_argument("--halving-items", type=int, default=1000)
     ap.add_argument("--seeds", default="0,1", help="generated sets of --halving")
     ap.add_argument("--json", type=Path, help="write the figures and timings to this JSON file")
@@ -539,8 +619,10 @@ def main() -> None:
         print(table(args.table))
     elif args.reproduce:
         reproduce(args.reproduce, args.jobs, [p for p in args.parts.split(",") if p], args.emo_rows)
+    elif args.kernels:
+        time_kernels(args.items, args.json)
     elif args.solver:
-        time_solver(args.items, args.json)
+        time_solver(args.items, args.json, args.against)
     elif args.generated:
         time_generated(args.items, args.layers, args.old_folds, args.jobs, args.json)
     elif args.halving:

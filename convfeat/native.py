@@ -23,7 +23,18 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["Library", "build", "load", "cache_root", "disabled"]
+__all__ = ["Library", "build", "load", "cache_root", "disabled", "source", "EXACT_FLAGS"]
+
+# Flags of the libraries that must reproduce another program's floating point to the bit (the SVM
+# solver, the kernel matrices): no fused multiply-add (libsvm has none), no reassociation.
+EXACT_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off"]
+
+
+def source(package: str, name: str) -> str:
+    """The text of a C++ source shipped as package data."""
+    from importlib import resources
+
+    return resources.files(package).joinpath(name).read_text(encoding="utf-8")
 
 
 def disabled() -> bool:

@@ -34,25 +34,15 @@ inline void store(double* p, vd v) { std::memcpy(p, &v, sizeof v); }
 
 typedef long long idx;
 
-// Ap[b][k*R + r] = A[b*R + r, k] (0 for rows past n): a row block's R values of k side by side.
-void pack_rows(const double* A, idx n, idx d, std::vector<double>& Ap) {
-  const idx nb = (n + R - 1) / R;
-  Ap.assign(static_cast<size_t>(nb * R * d), 0.0);
+// Packed[g][k*width + r] = X[g*width + r, k] (0 for rows past n): a group of `width` rows with their
+// values of k side by side — A in blocks of R rows, B in panels of TW columns.
+void pack(const double* X, idx n, idx d, idx width, std::vector<double>& packed) {
+  const idx groups = (n + width - 1) / width;
+  packed.assign(static_cast<size_t>(groups * width * d), 0.0);
   for (idx i = 0; i < n; ++i) {
-    double* dst = Ap.data() + (i / R) * R * d + (i % R);
-    const double* src = A + i * d;
-    for (idx k = 0; k < d; ++k) dst[k * R] = src[k];
-  }
-}
-
-// Bp[p][k*TW + c] = B[p*TW + c, k] (0 for columns past m): a panel's TW values of k contiguous.
-void pack_cols(const double* B, idx m, idx d, std::vector<double>& Bp) {
-  const idx np = (m + TW - 1) / TW;
-  Bp.assign(static_cast<size_t>(np * TW * d), 0.0);
-  for (idx j = 0; j < m; ++j) {
-    double* dst = Bp.data() + (j / TW) * TW * d + (j % TW);
-    const double* src = B + j * d;
-    for (idx k = 0; k < d; ++k) dst[k * TW] = src[k];
+    double* dst = packed.data() + (i / width) * width * d + (i % width);
+    const double* src = X + i * d;
+    for (idx k = 0; k < d; ++k) dst[k * width] = src[k];
   }
 }
 
@@ -90,8 +80,8 @@ int pairwise(const double* A, idx n, const double* B, idx m, idx d, double* out,
   if (n <= 0 || m <= 0) return 0;
   if (sym) { B = A; m = n; }
   std::vector<double> Ap, Bp;
-  pack_rows(A, n, d, Ap);
-  pack_cols(B, m, d, Bp);
+  pack(A, n, d, R, Ap);
+  pack(B, m, d, TW, Bp);
   const idx nb = (n + R - 1) / R, np = (m + TW - 1) / TW;
   alignas(64) double tile[R * TW];
   // Panel outer, row blocks inner: the panel (d x TW) stays in L1/L2 while the row blocks stream.

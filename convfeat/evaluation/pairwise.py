@@ -14,7 +14,6 @@ ctypes releases the GIL during the call, so two engine threads compute at once.
 from __future__ import annotations
 
 import ctypes
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +22,12 @@ from .. import native
 
 __all__ = ["available", "unavailable_reason", "seq_dot", "seq_sqdist"]
 
-_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off"]  # no FMA: libsvm has none
+_FLAGS = native.EXACT_FLAGS
 _ABI = 1
 
 
 def _source() -> str:
-    return resources.files("convfeat.evaluation").joinpath("pairwise.cpp").read_text(encoding="utf-8")
+    return native.source("convfeat.evaluation", "pairwise.cpp")
 
 
 def _load(path: Path) -> ctypes.CDLL:

@@ -15,6 +15,11 @@
 // kernel (float)K, since y_k Q_ik = y_i (float)K_ik.  The selection then reads -F for -y G, and
 // libsvm's QD_i + QD_t -/+ 2 y_i Q_it is QD_i + QD_t - 2 K_it for either sign of y_t: three
 // multiplies fewer per item and pass, the same numbers.
+//
+// Two more exact shortcuts, both in select: the first pass adds +-inf biases instead of testing
+// I_up / I_low masks, and the second tests exactly (with libsvm's division) only the few items
+// that a division-free approximation cannot rule out (select_j_filtered); select_j, the plain
+// vectorised pass, runs where the approximation's bounds do not hold.
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>

@@ -8,16 +8,16 @@ order and precision (float Q entries, no fused multiply-add) — with the kernel
 one table and the per-iteration passes vectorised: same alphas, rho, iteration counts and
 predictions as ``sklearn.svm.SVC(kernel="precomputed")`` (tests/test_svm_solver.py compares all
 of them on problems that converge, stop at the cap, shrink and unshrink, and have duplicate items),
-2.2-3.0 times as fast (``python bench/evaluate.py --solver``).
+3.3-5.4 times as fast on one fold's slow fits (``python bench/evaluate.py --solver``).
 
 Used by the shared-kernel engine (:mod:`.kernels`) for single-label classification; regression,
-multi-label tasks, one-class folds and machines without a C++ compiler use scikit-learn (a
-one-time warning says why).  ``CONVFEAT_FAST=0`` turns it off as it does the inference kernels.
+multi-label tasks, one-class folds, kernel values beyond 1e30 (where libsvm's float Q entries could
+overflow) and machines without a C++ compiler use scikit-learn (a one-time warning says why when
+there is no compiler).  ``CONVFEAT_FAST=0`` turns it off as it does the inference kernels.
 """
 from __future__ import annotations
 
 import ctypes
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +27,12 @@ from .. import native
 __all__ = ["available", "unavailable_reason", "svc_fit_predict", "ovo_model", "LIBSVM_TOL"]
 
 LIBSVM_TOL = 1e-3     # scikit-learn's SVC default tol, libsvm's eps (the stopping tolerance)
-_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off"]  # no FMA: libsvm has none
+_FLAGS = native.EXACT_FLAGS
 _ABI = 2
 
 
 def _source() -> str:
-    return resources.files("convfeat.evaluation").joinpath("svm_solver.cpp").read_text(encoding="utf-8")
+    return native.source("convfeat.evaluation", "svm_solver.cpp")
 
 
 def _load(path: Path) -> ctypes.CDLL:

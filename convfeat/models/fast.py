@@ -61,7 +61,6 @@ import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -82,7 +81,7 @@ MAX_POOL_WIDTH = 16
 # -----------------------------------------------------------------------------------------
 def _source() -> str:
     """The kernels' C++ source, read from the package (a wheel carries it as package data)."""
-    return resources.files("convfeat.models").joinpath("fast_kernels.cpp").read_text(encoding="utf-8")
+    return native.source("convfeat.models", "fast_kernels.cpp")
 
 
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno",
