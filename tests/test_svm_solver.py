@@ -1,4 +1,5 @@
 """The compiled C-SVC solver against scikit-learn's libsvm: every number of the model, bit for bit."""
+import types
 import warnings
 
 import numpy as np
@@ -181,3 +182,17 @@ def test_portable_build_gives_the_same_models(monkeypatch):
     assert np.array_equal(native_model["rho"], portable_model["rho"])
     assert all(np.array_equal(a, b) for a, b in zip(native_model["coef"], portable_model["coef"]))
     assert native_model["n_iter"].max() == 20_000
+
+
+def test_a_failed_allocation_goes_to_scikit_learn(monkeypatch):
+    """The solver reports -1 when its row tables cannot be allocated: None, and the engine's fit_predict
+    gives scikit-learn's predictions instead of failing the run."""
+    needs_solver()
+
+    X, y = problem([12, 10, 9], seed=12)
+    G = kernels.seq_gram(X)
+    ref = SVC(kernel="precomputed", C=2.0).fit(G, y).predict(G[:6])
+    no_memory = types.SimpleNamespace(convfeat_svc_ovo=lambda *args: -1)   # what the C++ returns then
+    monkeypatch.setattr(svm_solver, "_library", lambda: no_memory)
+    assert svm_solver.svc_fit_predict(G, y, G[:6], 2.0) is None
+    assert np.array_equal(kernels.fit_predict("classification", G, y, G[:6], 2.0, -1)[0], ref)

@@ -12,7 +12,7 @@ of them on problems that converge, stop at the cap, shrink and unshrink, and hav
 
 Used by the shared-kernel engine (:mod:`.kernels`) for single-label classification; regression,
 multi-label tasks, one-class folds, kernel values beyond 1e30 (where libsvm's float Q entries could
-overflow) and machines without a C++ compiler use scikit-learn (a one-time warning says why when
+overflow), row tables too large for memory and machines without a C++ compiler use scikit-learn (a one-time warning says why when
 there is no compiler).  ``CONVFEAT_FAST=0`` turns it off as it does the inference kernels.
 """
 from __future__ import annotations
@@ -89,10 +89,8 @@ def _run(K_tr, y_tr, K_te, C: float, max_iter: int, model: bool):
                                   LIBSVM_TOL, int(max_iter), K_te.ctypes.data, n, len(K_te), pred.ctypes.data,
                                   n_iter.ctypes.data, rho.ctypes.data if model else None,
                                   coef.ctypes.data if model else None)
-    if status == -2:   # kernel values beyond the solver's range (|K| or C * n > 1e30): scikit-learn's libsvm
-        return None
-    if status < 0:
-        raise MemoryError(f"the SVM solver could not allocate its tables ({n} training items, {nc} classes)")
+    if status < 0:   # -2: kernel values beyond its range (|K| or C * n > 1e30); -1: its row tables (up to
+        return None  # twice the largest pair's l x l floats) could not be allocated: scikit-learn fits it
     out = {"pred": classes[pred], "n_iter": n_iter, "capped": bool(status)}
     if model:
         out.update(rho=rho, coef=np.split(coef, np.cumsum(sizes)[:-1]), classes=classes, start=start, count=count)
