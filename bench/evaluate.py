@@ -282,10 +282,7 @@ def _other_solver(source: Path):
     abi = int(re.search(r"convfeat_svm_abi\(\)\s*\{\s*return\s+(\d+)", text).group(1))
 
     def loader(path):
-        lib = native.load(path, "convfeat_svm_abi", abi)
-        lib.convfeat_svc_ovo.argtypes = svm_solver._library().convfeat_svc_ovo.argtypes
-        lib.convfeat_svc_ovo.restype = svm_solver._library().convfeat_svc_ovo.restype
-        return lib
+        return native.load(path, "convfeat_svm_abi", abi, svm_solver._SIGNATURES)
 
     return native.build(text, svm_solver._FLAGS, "convfeat_svm_against", abi, loader)[0]
 

@@ -117,11 +117,16 @@ def _compiler_version(cxx: str) -> str:
         return ""
 
 
-def load(path: Path, abi_symbol: str, abi: int) -> ctypes.CDLL:
-    """Load a compiled library, checking that ``abi_symbol()`` returns ``abi`` (OSError otherwise)."""
+def load(path: Path, abi_symbol: str, abi: int, signatures: dict | None = None) -> ctypes.CDLL:
+    """Load a compiled library, checking that ``abi_symbol()`` returns ``abi`` (OSError otherwise).
+
+    ``signatures``: ``{function name: (argtypes, restype)}``, set on the loaded functions."""
     lib = ctypes.CDLL(str(path))
     if getattr(lib, abi_symbol)() != abi:
         raise OSError("library ABI mismatch")
+    for name, (argtypes, restype) in (signatures or {}).items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = argtypes, restype
     return lib
 
 

@@ -30,13 +30,13 @@ def _source() -> str:
     return native.source("convfeat.evaluation", "pairwise.cpp")
 
 
+_P, _L, _I = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int
+_ARGS = [_P, _L, _P, _L, _L, _P, _L, _I]   # A, n, B, m, d, out, ldo, sym
+
+
 def _load(path: Path) -> ctypes.CDLL:
-    lib = native.load(path, "convfeat_pairwise_abi", _ABI)
-    P, L, I = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int
-    for fn in (lib.convfeat_seq_dot, lib.convfeat_seq_sqdist):
-        fn.argtypes = [P, L, P, L, L, P, L, I]
-        fn.restype = I
-    return lib
+    return native.load(path, "convfeat_pairwise_abi", _ABI,
+                       {"convfeat_seq_dot": (_ARGS, _I), "convfeat_seq_sqdist": (_ARGS, _I)})
 
 
 _LIBRARY = native.Library("compiled kernel matrices", "using the NumPy loops (same results, slower)",

@@ -327,7 +327,6 @@ class BinarySMO {
     const int i = static_cast<int>(imax);
     const double gmax = -F[i];
     if (gmax + gmax2 < eps_) return 1;
-    k_row(i);   // libsvm fetches row i here, whatever happens next
     long long jmin = -1;
     if (!filter_ready(i) || !select_j_filtered(i, gmax, jmin)) select_j(i, gmax, jmin);
     if (jmin == -1) return 1;
@@ -364,7 +363,7 @@ class BinarySMO {
 
   // Pass 2, filtered (the same j; false when it cannot vouch for that, then select_j runs).  The
   // division per item was most of the pass.  With row i's 1/q_t kept as floats (reciprocals), r_t =
-  // gd_t |gd_t| (1/q_t), masked to I_low, is within 2^-23 of gd_t^2/q_t where gd_t > 0 and <= 0
+  // gd_t |gd_t| (1/q_t), masked to I_low, is within 2^-22 of gd_t^2/q_t where gd_t > 0 and <= 0
   // elsewhere; only items within 2^-20 of the largest r can hold the minimum of obj_t, whose
   // rounding keeps the order of the exact ratios up to ties.  Those few are tested exactly, in
   // order, with libsvm's "<=".

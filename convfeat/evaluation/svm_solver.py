@@ -35,12 +35,12 @@ def _source() -> str:
     return native.source("convfeat.evaluation", "svm_solver.cpp")
 
 
+_P, _L, _I, _D = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_double
+_SIGNATURES = {"convfeat_svc_ovo": ([_P, _L, _P, _P, _I, _D, _D, _L, _P, _L, _L, _P, _P, _P, _P], _I)}
+
+
 def _load(path: Path) -> ctypes.CDLL:
-    lib = native.load(path, "convfeat_svm_abi", _ABI)
-    P, L, I, D = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_double
-    lib.convfeat_svc_ovo.argtypes = [P, L, P, P, I, D, D, L, P, L, L, P, P, P, P]
-    lib.convfeat_svc_ovo.restype = I
-    return lib
+    return native.load(path, "convfeat_svm_abi", _ABI, _SIGNATURES)
 
 
 _LIBRARY = native.Library("compiled SVM solver", "using scikit-learn's libsvm (same results, slower)",

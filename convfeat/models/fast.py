@@ -103,7 +103,6 @@ def _build() -> ctypes.CDLL:
 
 
 def _load(path: Path) -> ctypes.CDLL:
-    lib = native.load(path, "convfeat_fast_abi", _ABI)
     P, I, L, F = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_float
     sig = {"frames_window": [P, L, I, I, I, I, P, P, L, P],
            "mel_power": [P, I, I, I, P, P, P, P, P, L, I, F, P],
@@ -112,11 +111,8 @@ def _load(path: Path) -> ctypes.CDLL:
            "block1": [P, I, I, I, I, I, I, I, P, P, P, P, P, P, P, I, I],
            "nhwc_pool_stats": [P, I, I, I, I, I, P, P, P, P, P, P, I, I],
            "nhwc_finish": [P, I, I, I, P, P, P]}
-    for name, args in sig.items():
-        fn = getattr(lib, name)
-        fn.argtypes = args + [L, L]           # ..., item0, item1
-        fn.restype = None
-    return lib
+    # every kernel ends with ..., item0, item1 and returns nothing
+    return native.load(path, "convfeat_fast_abi", _ABI, {name: (args + [L, L], None) for name, args in sig.items()})
 
 
 _LIBRARY = native.Library("fast inference kernels", "using the reference forward pass (exact, slower)",
