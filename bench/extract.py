@@ -39,7 +39,11 @@ Then the issue-#11 targets (fast >= 4x reference, extract >= 85 % of the bound o
 * ``--precision``  bf16 autocast against fp32: time and largest feature difference per layer
                    (random weights, and the published choi2017 weights when ../shared has them);
                    this and ``--resampler`` use the first 32 FLAC files;
-* ``--rss``        memory against collection size and window count (bench/_common.py).
+* ``--rss``        memory against collection size and window count (bench/_common.py);
+* ``--handoff``    extract end to end with the decoded signals handed back through shared memory
+                   (the default, convfeat/extraction/handoff.py) and pickled through the process
+                   pool's pipe (the way before it), alternating runs; and the hand-off alone: a
+                   29-s signal returned from a worker process both ways.
 
 Other processes share the cores of a busy machine: compare ratios measured in the same run, and
 run the real measurement on a quiet machine.  ``--json FILE`` writes every figure.
@@ -271,6 +275,54 @@ def resampler_section(args, tmp: Path) -> dict:
     return out
 
 
+def _return_signal(job):   # a stand-in decode task for handoff_section: a 29-s 12-kHz signal
+    return {"id": job, "signal": np.full(349200, job, np.float32)}
+
+
+def handoff_section(args, tmp: Path) -> dict:
+    """Shared-memory hand-off of decoded signals against pickling, end to end and alone."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from convfeat.extraction import decoding
+
+    audio_s = args.files * min(args.seconds, 29.0)
+    walls = {True: [], False: []}
+    try:
+        for r in range(max(1, args.repeats)):
+            for shared in (False, True):
+                decoding.SHARED_MEMORY = shared
+                walls[shared].append(run_extract(tmp / "flac", tmp / f"handoff_{shared}_{r}.h5", args.batch_size))
+    finally:
+        decoding.SHARED_MEMORY = True
+    ext = {k: float(np.median(v)) for k, v in walls.items()}
+    # the hand-off alone: 200 signals from one worker, this process's CPU time per signal
+    n, alone = 200, {}
+    for shared in (False, True):
+        decoding.SHARED_MEMORY = shared
+        pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
+        decoding.decode_item, real = _return_signal, decoding.decode_item
+        stream = decoding.decoded_stream(list(range(n)), 1, pool=pool)
+        try:
+            first = next(stream)
+            c0 = time.process_time()
+            got = [first["signal"][0]] + [d["signal"][0] for d in stream]
+            alone[shared] = (time.process_time() - c0) / (n - 1) * 1e3
+        finally:
+            decoding.decode_item, decoding.SHARED_MEMORY = real, True
+        assert got == list(range(n)), "signals came back wrong"
+    print(f"\nhand-off of decoded signals ({args.files} FLAC files, --workers auto, median of {args.repeats}):")
+    print(f"  pickled through the pipe: {ext[False]:7.2f} s {audio_s / ext[False]:8.1f}x real time; "
+          f"this process {alone[False]:.2f} ms CPU per 29-s signal")
+    print(f"  shared memory (default):  {ext[True]:7.2f} s {audio_s / ext[True]:8.1f}x real time; "
+          f"this process {alone[True]:.2f} ms CPU per 29-s signal")
+    print(f"  shared / pickled: {ext[False] / ext[True]:.3f}x end to end")
+    return {"extract_wall_s": {"pickled": ext[False], "shared": ext[True]},
+            "runs_s": {"pickled": walls[False], "shared": walls[True]},
+            "run_cpu_ms_per_signal": {"pickled": alone[False], "shared": alone[True]},
+            "speedup": ext[False] / ext[True]}
+
+
 def cores_section(args, tmp: Path, cores: int) -> dict:
     from convfeat.extraction.cores import plan_cores
 
@@ -356,6 +408,8 @@ def main() -> None:
     ap.add_argument("--rss-counts", default="100,1000,3000")
     ap.add_argument("--rss-minutes", type=float, default=60.0)
     ap.add_argument("--rss-hops", default="29,1")
+    ap.add_argument("--handoff", action="store_true", help="extract with signals handed back through shared "
+                    "memory against pickled, alternating runs; and the hand-off alone")
     ap.add_argument("--cluster", default=None, metavar="local:N",
                     help="also time `extract --cluster local:N` against the single-process run on --files "
                          "songs (bench/cluster.py: cold and warm cluster, overhead)")
@@ -386,6 +440,8 @@ def main() -> None:
             report["resampler"] = resampler_section(args, tmp)
         if args.cores and args.files > 0:
             report["cores"] = cores_section(args, tmp, cores)
+        if args.handoff and args.files > 0:
+            report["handoff"] = handoff_section(args, tmp)
         if args.precision and args.files > 0:
             report["precision"] = precision_section(args, tmp)
         if args.rss:

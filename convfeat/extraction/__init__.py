@@ -5,6 +5,7 @@
 ``sets``      feature sets: model + options → name, config and provenance
 ``worker``    one item → its checked 12-kHz signal (:func:`convfeat.audio.read_signal`; the
               windows are a view of it, :func:`windows_of`) (+ MFCC) in a torch-free decode process
+``handoff``   decoded signals back from the decode processes through shared memory (Linux)
 ``pipeline``  bounded decoding ahead, batching, inference, finiteness checks, journaling and
               checkpoints: :func:`extract`
 ``cluster``   the same on a Dask cluster, one task per shard, parts merged: :func:`extract_on_cluster`

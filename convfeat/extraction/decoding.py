@@ -8,11 +8,13 @@ from collections import deque
 
 import numpy as np
 
+from .handoff import SignalSlots, SlotRef, decode_into
 from .worker import decode_item, watch_parent
 
 
 # -- decoding ---------------------------------------------------------------------
 DECODE_AHEAD_BYTES = 256 << 20   # decoded audio held ahead of inference beyond which no job is handed out
+SHARED_MEMORY = True   # signals come back through shared slots (.handoff); False: pickled (bench/extract.py --handoff)
 
 
 def decode_ahead(workers: int) -> int:
@@ -21,8 +23,8 @@ def decode_ahead(workers: int) -> int:
     return 2 * workers + 2
 
 
-def _nbytes(decoded: dict) -> int:
-    return sum(v.nbytes for v in decoded.values() if isinstance(v, np.ndarray))
+def _nbytes(decoded: dict) -> int:   # arrays, and signals waiting in a shared slot
+    return sum(v.nbytes for v in decoded.values() if isinstance(v, (np.ndarray, SlotRef)))
 
 
 def _crashed(job: tuple, exc: BaseException) -> dict:
@@ -64,7 +66,8 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
     this generator, and none more while the finished ones waiting here hold
     ``ahead_bytes`` of audio.  A worker process that dies (a decoder crashing
     in C) fails the item it was decoding, found by decoding each item then in
-    flight again on its own; the run goes on with a fresh set of workers.
+    flight again on its own; the run goes on with a fresh set of workers.  Signals come back
+    through shared memory where the platform allows (:mod:`.handoff`).
     """
     if workers <= 0:
         for job in jobs:
@@ -75,17 +78,22 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
 
     ahead = max(1, ahead or decode_ahead(workers))
     todo = iter(jobs)
-    pending: deque = deque()   # [job, future, run alone], in input order
+    pending: deque = deque()   # [job, future, run alone, slot ticket], in input order
     suspects: deque = deque()  # jobs in flight when a worker died: decoded again one at a time
     fn = decode_item           # (looked up per run, so a patched module attribute is used)
+    try:
+        slots = SignalSlots(ahead) if SHARED_MEMORY else None
+    except OSError:            # no shared memory here: signals come back pickled
+        slots = None
 
-    def submit(job) -> Future:
+    def submit(job) -> list:
+        ticket = slots.take() if slots else None
         try:
-            return pool.submit(fn, job)
+            future = pool.submit(decode_into, fn, job, ticket)
         except BrokenProcessPool as exc:   # a worker died since the last result: handled below
-            lost = Future()
-            lost.set_exception(exc)
-            return lost
+            future = Future()
+            future.set_exception(exc)
+        return [job, future, False, ticket]
 
     pool = pool if pool is not None else start_decoders(workers)
     finished = exhausted = False
@@ -93,25 +101,28 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
         while True:
             if suspects:
                 if not pending:
-                    job = suspects.popleft()
-                    pending.append([job, submit(job), True])
+                    entry = submit(suspects.popleft())
+                    entry[2] = True
+                    pending.append(entry)
             else:
-                while len(pending) < ahead and sum(_nbytes(f.result()) for _, f, _ in pending
+                while len(pending) < ahead and sum(_nbytes(f.result()) for _, f, _, _ in pending
                                                    if f.done() and not f.exception()) < ahead_bytes:
                     job = next(todo, None)
                     if job is None:
                         exhausted = True
                         break
-                    pending.append([job, submit(job), False])
+                    pending.append(submit(job))
             if not pending:
                 break
-            job, future, alone = pending[0]
+            job, future, alone, ticket = pending[0]
             try:
                 decoded = future.result()
             except BrokenProcessPool as exc:
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = start_decoders(workers)
                 lost = [p[0] for p in pending]
+                for p in pending if slots else ():   # their workers are gone: the slots are free
+                    slots.release(p[3])
                 pending.clear()
                 if alone:           # it killed its worker on its own: that item fails
                     yield _crashed(job, exc)
@@ -119,6 +130,8 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
                 suspects.extendleft(reversed(lost))
                 continue
             pending.popleft()
+            if slots:
+                decoded = slots.collect(decoded, ticket)
             if exhausted and not pending and not suspects:
                 pool.shutdown(wait=False)   # nothing left to decode: the processes exit while this item is used
             yield decoded
@@ -128,3 +141,5 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
             for process in (getattr(pool, "_processes", None) or {}).values():
                 process.terminate()
         pool.shutdown(wait=finished, cancel_futures=True)
+        if slots:
+            slots.close()   # a worker still writing has its own mapping: the memory goes with the last

@@ -3,10 +3,11 @@
 Kept free of torch so that worker processes start in a fraction of a second.
 Decoding is :func:`convfeat.audio.read_signal` / :func:`convfeat.audio.to_windows`,
 the path every caller shares.  A worker sends back the item's 12-kHz mono
-signal, not its windows: the windows of ``long="mean"`` are a strided view of
-the signal (:func:`windows_of`, made where they are used), whereas sending them
-would copy every overlapping window (3,572 windows of 348,000 samples for an
-hour at a 1-s hop: 5 GB).
+signal (through shared memory where it can, :mod:`.handoff`), not its windows:
+the windows of ``long="mean"`` are a strided view of the signal
+(:func:`windows_of`, made where they are used), whereas sending them would copy
+every overlapping window (3,572 windows of 348,000 samples for an hour at a 1-s
+hop: 5 GB).
 """
 from __future__ import annotations
 
