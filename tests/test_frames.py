@@ -87,7 +87,6 @@ def test_short_clip_has_the_frames_of_its_repeated_window():
 # -- convfeat extract --frames: the ragged per-item array in the feature file ------------------
 @pytest.fixture(scope="module")
 def frames_file(tmp_path_factory):
-    import soundfile as sf
     from typer.testing import CliRunner
 
     from convfeat.cli import app
