@@ -48,6 +48,22 @@ def standins(tmp_path_factory, monkeypatch):
     return importlib.import_module("convfeat_handoff_standins")
 
 
+@pytest.fixture
+def through_slots(standins, monkeypatch) -> list:
+    """decoded_stream runs the stand-in decode; the list gets, per signal the run collects, whether
+    it came through a slot."""
+    monkeypatch.setattr(decoding, "decode_item", standins.decode)
+    seen = []
+    real_collect = SignalSlots.collect
+
+    def collect(self, decoded, ticket):
+        seen.append(isinstance(decoded.get("signal"), SlotRef))
+        return real_collect(self, decoded, ticket)
+
+    monkeypatch.setattr(SignalSlots, "collect", collect)
+    return seen
+
+
 def _jobs(ids: list) -> list:
     return [({"id": i, "path": f"{i}.wav"}, None, False) for i in ids]
 
@@ -116,44 +132,26 @@ def test_a_worker_process_hands_its_signal_back_through_the_slot(standins):
 
 
 @pytest.mark.parametrize("shared", [True, False])
-def test_decoded_stream_gives_the_same_signals_in_order_either_way(standins, monkeypatch, shared):
-    monkeypatch.setattr(decoding, "decode_item", standins.decode)
+def test_decoded_stream_gives_the_same_signals_in_order_either_way(standins, through_slots, monkeypatch, shared):
     monkeypatch.setattr(decoding, "SHARED_MEMORY", shared)
-    came_back = []
-    real_collect = SignalSlots.collect
-
-    def collect(self, decoded, ticket):
-        came_back.append(isinstance(decoded.get("signal"), SlotRef))
-        return real_collect(self, decoded, ticket)
-
-    monkeypatch.setattr(SignalSlots, "collect", collect)
     before = _memfds()
     jobs = list(range(23))
     out = list(decoding.decoded_stream(_jobs(jobs), 2, ahead=3))
     assert [d["id"] for d in out] == jobs
     for d in out:
         assert isinstance(d["signal"], np.ndarray) and np.array_equal(d["signal"], standins.signal_of(d["id"]))
-    assert came_back == ([True] * len(jobs) if shared else [])
+    assert through_slots == ([True] * len(jobs) if shared else [])
     assert _memfds() == before   # the shared file is closed when the stream ends
 
 
-def test_slots_survive_a_worker_that_dies(standins, monkeypatch):
+def test_slots_survive_a_worker_that_dies(standins, through_slots):
     """The slots of the jobs lost with a dead worker are free again: every later signal still comes
     back through shared memory, and the crashing item alone fails."""
-    monkeypatch.setattr(decoding, "decode_item", standins.decode)
-    refs = []
-    real_collect = SignalSlots.collect
-
-    def collect(self, decoded, ticket):
-        refs.append(isinstance(decoded.get("signal"), SlotRef))
-        return real_collect(self, decoded, ticket)
-
-    monkeypatch.setattr(SignalSlots, "collect", collect)
     jobs = [0, 1, 2, "crash", 4, 5, 6, 7, 8, 9, 10, 11]
     out = list(decoding.decoded_stream(_jobs(jobs), 2, ahead=3))
     assert [d["id"] for d in out] == jobs
     assert [d["status"] for d in out] == ["failed" if j == "crash" else "ok" for j in jobs]
-    assert refs == [True] * (len(jobs) - 1)   # the crashed item returned nothing to collect
+    assert through_slots == [True] * (len(jobs) - 1)   # the crashed item returned nothing to collect
     for d in out:
         if d["status"] == "ok":
             assert np.array_equal(d["signal"], standins.signal_of(d["id"]))
