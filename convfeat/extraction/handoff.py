@@ -1,9 +1,9 @@
 """How a decode worker hands its 12-kHz signal back to the run: through shared memory.
 
 A 29-s signal (1.4 MB) returned the plain way is pickled into the process pool's pipe and
-unpickled on the other side: about 2 ms of the run's CPU and 1 ms of the worker's per file, as
-much as 10 % of what a 2-core machine spends on a file (``python bench/extract.py --handoff``).
-Instead the run keeps a few slots in one anonymous shared file (Linux ``memfd``, freed by the
+unpickled on the other side: 1-1.4 ms of CPU per file in the run's process, the one that also
+runs inference, against 0.4-0.6 ms this way (``python bench/extract.py --handoff``).  Instead
+the run keeps a few slots in one anonymous shared file (Linux ``memfd``, freed by the
 kernel when the run exits, however it exits: nothing to clean up, nothing left in ``/dev/shm``);
 a worker opens it once through ``/proc/<run pid>/fd/<fd>``, copies the signal into the slot it
 was given and returns only ``(slot, samples)``; the run copies the signal out and frees the slot.
