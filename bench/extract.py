@@ -281,9 +281,6 @@ def _return_signal(job):   # a stand-in decode task for handoff_section: a 29-s 
 
 def handoff_section(args, tmp: Path) -> dict:
     """Shared-memory hand-off of decoded signals against pickling, end to end and alone."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     from convfeat.extraction import decoding
 
     audio_s = args.files * min(args.seconds, 29.0)
@@ -300,9 +297,8 @@ def handoff_section(args, tmp: Path) -> dict:
     n, alone = 200, {}
     for shared in (False, True):
         decoding.SHARED_MEMORY = shared
-        pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
         decoding.decode_item, real = _return_signal, decoding.decode_item
-        stream = decoding.decoded_stream(list(range(n)), 1, pool=pool)
+        stream = decoding.decoded_stream(list(range(n)), 1, pool=decoding.start_decoders(1))
         try:
             first = next(stream)
             c0 = time.process_time()

@@ -86,14 +86,14 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
     except OSError:            # no shared memory here: signals come back pickled
         slots = None
 
-    def submit(job) -> list:
+    def submit(job, alone: bool = False) -> list:   # → a pending entry
         ticket = slots.take() if slots else None
         try:
             future = pool.submit(decode_into, fn, job, ticket)
         except BrokenProcessPool as exc:   # a worker died since the last result: handled below
             future = Future()
             future.set_exception(exc)
-        return [job, future, False, ticket]
+        return [job, future, alone, ticket]
 
     pool = pool if pool is not None else start_decoders(workers)
     finished = exhausted = False
@@ -101,9 +101,7 @@ def decoded_stream(jobs: list, workers: int, ahead: int | None = None,
         while True:
             if suspects:
                 if not pending:
-                    entry = submit(suspects.popleft())
-                    entry[2] = True
-                    pending.append(entry)
+                    pending.append(submit(suspects.popleft(), alone=True))
             else:
                 while len(pending) < ahead and sum(_nbytes(f.result()) for _, f, _, _ in pending
                                                    if f.done() and not f.exception()) < ahead_bytes:
